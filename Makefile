@@ -1,0 +1,67 @@
+# Every workflow of the repository is a target here. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := $(patsubst %/pyproject.toml,%,$(wildcard libs/*/pyproject.toml tools/*/pyproject.toml services/*/pyproject.toml))
+STAMP := $(VENV)/.installed
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+PROTO_OUT := libs/protos
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export MODELHUB_STATE_DIR ?= $(CURDIR)/.state
+
+.PHONY: help venv protos protos-check lint format test chaos bench up down lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create the virtual environment (pinned by requirements.lock) if missing or stale
+
+$(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/pip install --quiet "uv==0.13.9"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock $(addprefix -e ,$(PACKAGES))
+	@touch $@
+
+lock: ## Re-pin requirements.lock from requirements.in
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
+
+protos: $(STAMP) ## Generate Python code (+ mypy stubs) from protos/ and lint the contracts
+	$(BIN)/buf lint protos
+	find $(PROTO_OUT)/modelhub -name '*_pb2*.py*' -delete
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_out=quiet:$(PROTO_OUT) --mypy_grpc_out=quiet:$(PROTO_OUT) $(PROTO_FILES)
+
+protos-check: $(STAMP) ## Fail when the generated code is stale
+	@tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp \
+		--mypy_out=quiet:$$tmp --mypy_grpc_out=quiet:$$tmp $(PROTO_FILES) && \
+	if diff -r -q -x '__pycache__' -x '*.typed' $$tmp/modelhub $(PROTO_OUT)/modelhub; then rm -rf $$tmp; \
+	else rm -rf $$tmp; echo "generated code is stale: run 'make protos' and commit the result" >&2; exit 1; fi
+
+lint: $(STAMP) protos-check ## ruff (lint + format check), buf lint, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint protos
+	$(BIN)/mypy libs/core/modelhub tools/devstack/modelhub $(wildcard services/*/modelhub)
+
+format: $(STAMP) ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP) protos-check ## Run every test against real PostgreSQL and NATS started by the harness
+	$(BIN)/pytest -m "not chaos"
+
+chaos: $(STAMP) ## Long fault-injection runs (kill -9 under load, server restarts)
+	$(BIN)/pytest -m chaos
+
+bench: $(STAMP) ## Run the benchmarks; each writes bench/results/<name>.json
+	@for b in bench/*/run.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+up: $(STAMP) ## Run the platform locally (Postgres, NATS, every service); Ctrl-C stops it
+	$(BIN)/python -m modelhub.devstack.up --state-dir "$(MODELHUB_STATE_DIR)"
+
+down: ## Stop a platform started by `make up` in another terminal
+	@test -x $(BIN)/python && $(BIN)/python -m modelhub.devstack.down --state-dir "$(MODELHUB_STATE_DIR)" || true
+
+clean: ## Remove the virtual environment and caches (not the platform's state)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
