@@ -1,0 +1,95 @@
+"""Event store against a real PostgreSQL: append, optimistic concurrency, immutability, rehydration."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelhub.core.errors import StreamVersionConflict
+from modelhub.core.events.aggregate import load, save
+from modelhub.core.events.model import START, NewEvent
+from modelhub.core.events.store import NO_STREAM, EventStore
+
+from .widgets import Widget, make_registry, renamed
+
+
+@pytest.fixture
+def store() -> EventStore:
+    return EventStore(make_registry())
+
+
+async def test_append_then_read_stream(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        written = await store.append(
+            conn, "widget-1", [NewEvent(renamed("A")), NewEvent(renamed("B"))], expected_version=NO_STREAM
+        )
+    assert [e.stream_version for e in written] == [1, 2]
+    async with engine.connect() as conn:
+        read = await store.read_stream(conn, "widget-1")
+        assert await store.stream_version(conn, "widget-1") == 2
+    assert [e.event_id for e in read] == [e.event_id for e in written]
+    assert [store.registry.decode(e.event_type, e.schema_version, e.payload).display_name for e in read] == ["A", "B"]
+    assert read[0].correlation_id == str(read[0].event_id)  # a root event correlates with itself
+
+
+async def test_stale_writer_gets_conflict_naming_current_version(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        await store.append(conn, "w", [NewEvent(renamed("A"))], expected_version=NO_STREAM)
+    async with engine.begin() as conn:
+        await store.append(conn, "w", [NewEvent(renamed("B"))], expected_version=1)
+    with pytest.raises(StreamVersionConflict) as caught:
+        async with engine.begin() as conn:
+            await store.append(conn, "w", [NewEvent(renamed("stale"))], expected_version=1)
+    assert caught.value.actual_version == 2 and caught.value.expected_version == 1
+    assert "version 2" in caught.value.message
+    async with engine.connect() as conn:
+        assert len(await store.read_stream(conn, "w")) == 2
+
+
+async def test_concurrent_writers_of_one_version_exactly_one_wins(engine: AsyncEngine, store: EventStore) -> None:
+    async def write(name: str) -> bool:
+        try:
+            async with engine.begin() as conn:
+                await store.append(conn, "race", [NewEvent(renamed(name))], expected_version=NO_STREAM)
+                await conn.execute(text("SELECT pg_sleep(0.05)"))
+            return True
+        except StreamVersionConflict:
+            return False
+
+    results = await asyncio.gather(*(write(f"w{i}") for i in range(10)))
+    assert sum(results) == 1
+    async with engine.connect() as conn:
+        assert len(await store.read_stream(conn, "race")) == 1
+
+
+async def test_log_refuses_update_and_delete(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        await store.append(conn, "w", [NewEvent(renamed("A"))], expected_version=NO_STREAM)
+    for statement in ("UPDATE events SET stream_id = 'x'", "DELETE FROM events", "TRUNCATE events"):
+        with pytest.raises(exc.DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+    async with engine.connect() as conn:
+        assert len(await store.read_all(conn, START)) == 1
+
+
+async def test_aggregate_rehydrates_and_saves_with_concurrency_check(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        widget = await load(conn, store, Widget, "widget-7")
+        widget.rename("First")
+        widget.rename("Second")
+        await save(conn, store, widget)
+    async with engine.begin() as conn:
+        again = await load(conn, store, Widget, "widget-7")
+    assert (again.name, again.renames, again.version) == ("Second", 2, 2)
+
+    async with engine.connect() as conn:
+        first, second = await load(conn, store, Widget, "widget-7"), await load(conn, store, Widget, "widget-7")
+    first.rename("Third")
+    second.rename("Other")
+    async with engine.begin() as conn:
+        await save(conn, store, first)
+    with pytest.raises(StreamVersionConflict):
+        async with engine.begin() as conn:
+            await save(conn, store, second)
