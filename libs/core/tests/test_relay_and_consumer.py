@@ -1,0 +1,280 @@
+"""Outbox relay and idempotent consumer against real PostgreSQL and NATS JetStream."""
+
+import asyncio
+import contextlib
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelhub.core.events.consumer import ERROR_HEADER, ConsumerSettings, IdempotentConsumer
+from modelhub.core.events.model import ReceivedEvent
+from modelhub.core.events.relay import OutboxRelay
+from modelhub.core.events.store import EventStore
+from modelhub.core.nats import DEAD_LETTER_STREAM, connect, events_stream_name, events_subject
+from modelhub.devstack.nats import NatsServer
+
+from .flow import append_events, effects, wait_until
+from .widgets import RENAMED, create_effects_table, make_registry, record_effect
+
+WORKER = Path(__file__).parent / "relay_worker.py"
+
+
+@pytest.fixture
+async def prepared(engine: AsyncEngine) -> AsyncEngine:
+    async with engine.begin() as conn:
+        await create_effects_table(conn)
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def running(*runners: object) -> AsyncIterator[asyncio.Event]:
+    """Run relays/consumers (anything with `run(stop)`) in the background for the block's duration."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]  # type: ignore[attr-defined]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+def make_consumer(engine: AsyncEngine, nc: Client, producer: str, **settings: float) -> IdempotentConsumer:
+    return IdempotentConsumer(
+        engine,
+        nc,
+        make_registry(),
+        name=f"{producer}-effects",
+        stream=events_stream_name(producer),
+        subject=events_subject(producer),
+        handlers={RENAMED: record_effect},
+        settings=ConsumerSettings(batch_size=100, fetch_timeout=0.5, **settings),  # type: ignore[arg-type]
+    )
+
+
+async def test_relay_publishes_in_order_with_event_id_as_message_id(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 25)
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, unique_name.lower(), batch_size=10)
+        await relay.setup()
+        assert await relay.lag() == 25
+        assert [await relay.publish_once() for _ in range(4)] == [10, 10, 5, 0]
+        assert await relay.lag() == 0
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(events_subject(unique_name.lower()), stream=events_stream_name(unique_name))
+        messages = await sub.fetch(25, timeout=2)
+        assert [uuid.UUID(m.headers["Nats-Msg-Id"]) for m in messages] == ids  # type: ignore[index]
+        # Publishing the same event again (a relay crash before its checkpoint) is dropped by JetStream.
+        info = await js.stream_info(events_stream_name(unique_name))
+        ack = await js.publish(messages[0].subject, messages[0].data, headers=dict(messages[0].headers or {}))
+        assert ack.duplicate and (await js.stream_info(events_stream_name(unique_name))).state.messages == 25
+        assert info.state.messages == 25
+    finally:
+        await nc.close()
+
+
+async def test_relay_killed_between_publish_and_checkpoint_loses_nothing_and_applies_once(
+    prepared: AsyncEngine, migrated_url: str, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    await append_events(prepared, store, 120, prefix="before")
+
+    def start_relay(crash_at: int = 0) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, str(WORKER), migrated_url, nats_url, producer, str(crash_at)])
+
+    # First run: dies (SIGKILL) right after JetStream acknowledged its second batch, before the checkpoint.
+    first = start_relay(crash_at=2)
+    assert await asyncio.to_thread(first.wait, 60) == -9
+    # Then kill -9 at random moments while writers keep committing.
+    rng = random.Random(3)
+    writer = asyncio.create_task(append_events(prepared, store, 150, prefix="during"))
+    for _ in range(5):
+        worker = start_relay()
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        worker.kill()
+        await asyncio.to_thread(worker.wait)
+    await writer
+    final = start_relay()
+    nc = await connect(nats_url, "test")
+    try:
+        consumer = make_consumer(prepared, nc, producer)
+        await consumer.setup()
+        async with running(consumer):
+            await wait_until(lambda: _count_is(prepared, 270), 60, "every committed event applied")
+        applied = await effects(prepared)
+        assert len(applied) == 270 and set(applied.values()) == {1}
+        # Republished batches were dropped by JetStream's duplicate window: one message per event.
+        info = await nc.jetstream().stream_info(events_stream_name(producer))
+        assert info.state.messages == 270
+    finally:
+        final.kill()
+        final.wait()
+        await nc.close()
+
+
+async def _count_is(engine: AsyncEngine, expected: int) -> bool:
+    return len(await effects(engine)) >= expected
+
+
+async def test_consumer_that_dies_before_ack_gets_redelivery_and_applies_once(
+    prepared: AsyncEngine, nats_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 30)
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, producer)
+        await relay.setup()
+        await relay.publish_once()
+
+        # The first consumer commits its effects, then "dies" before acking anything.
+        doomed = make_consumer(prepared, nc, producer, ack_wait=1.0)
+        await doomed.setup()
+
+        async def no_ack(self: object) -> None:
+            return None
+
+        with monkeypatch.context() as patch:
+            patch.setattr("nats.aio.msg.Msg.ack", no_ack)
+            assert await doomed.process_batch() == 30
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+
+        # Its successor (same durable name) receives all 30 again after ack_wait and applies none twice.
+        successor = make_consumer(prepared, nc, producer, ack_wait=1.0)
+        await successor.setup()
+        redelivered = 0
+        for _ in range(10):
+            redelivered += await successor.process_batch()
+            if redelivered >= 30:
+                break
+        assert redelivered == 30
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        info = await nc.jetstream().consumer_info(events_stream_name(producer), successor.name)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await nc.close()
+
+
+async def test_consumer_cancelled_mid_batch_commits_nothing_then_applies_once(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 10)
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, producer)
+        await relay.setup()
+        await relay.publish_once()
+        seen = 0
+        hang = asyncio.Event()
+
+        async def slow_effect(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+            nonlocal seen
+            await record_effect(conn, event)
+            seen += 1
+            if seen == 5:
+                await hang.wait()  # the process "dies" here, mid-transaction
+
+        consumer = make_consumer(prepared, nc, producer, ack_wait=1.0)
+        consumer.handlers[RENAMED] = slow_effect
+        await consumer.setup()
+        task = asyncio.create_task(consumer.process_batch())
+        await wait_until(lambda: _true(seen == 5), 10, "the handler to hang")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert await effects(prepared) == {}  # the open transaction rolled back
+
+        successor = make_consumer(prepared, nc, producer, ack_wait=1.0)
+        await successor.setup()
+        async with running(successor):
+            await wait_until(lambda: _count_is(prepared, 10), 20, "redelivered events applied")
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+    finally:
+        await nc.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_poison_events_go_to_dead_letters_with_their_error_and_never_block(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, producer)
+        await relay.setup()
+        js = nc.jetstream()
+        # Garbage where an envelope should be, published straight to the stream.
+        await js.publish(events_subject(producer, RENAMED), b"\x08\xff\xff not an envelope")
+        good = await append_events(prepared, store, 3, prefix="good")
+        refused = (await append_events(prepared, store, 1, prefix="refused"))[0]
+        later = await append_events(prepared, store, 3, prefix="later")
+        await relay.publish_once()
+
+        async def refuse_one(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+            if event.event_id == refused:
+                raise ValueError("this event breaks a rule of the read model")
+            await record_effect(conn, event)
+
+        consumer = make_consumer(prepared, nc, producer, max_deliver=3, retry_delay=0.1)
+        consumer.handlers[RENAMED] = refuse_one
+        await consumer.setup()
+        dead = await js.subscribe(f"deadletter.{consumer.name}", stream=DEAD_LETTER_STREAM)
+        async with running(consumer):
+            await wait_until(lambda: _count_is(prepared, 6), 20, "the good events applied")
+            first = await dead.next_msg(timeout=10)
+            second = await dead.next_msg(timeout=10)
+        assert set(await effects(prepared)) == set(good + later)
+        errors = sorted([first.headers[ERROR_HEADER], second.headers[ERROR_HEADER]])  # type: ignore[index]
+        assert errors[0].startswith("ValueError: this event breaks a rule")
+        assert errors[1].startswith("undecodable event")
+        info = await js.consumer_info(events_stream_name(producer), consumer.name)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await nc.close()
+
+
+async def test_nats_restarts_under_load_lose_nothing_and_consumers_resume(
+    prepared: AsyncEngine, nats_server: NatsServer
+) -> None:
+    producer = "restart"
+    store = EventStore(make_registry())
+    relay_nc = await connect(nats_server.url, "relay")
+    consumer_nc = await connect(nats_server.url, "consumer")
+    try:
+        relay = OutboxRelay(prepared, store, relay_nc, producer, ack_timeout=2.0)
+        await relay.setup()
+        consumer = make_consumer(prepared, consumer_nc, producer)
+        await consumer.setup()
+        async with running(relay, consumer):
+            writer = asyncio.create_task(append_events(prepared, store, 400))
+            for _ in range(2):
+                await asyncio.sleep(0.7)
+                nats_server.stop()
+                await asyncio.sleep(0.5)
+                nats_server.start()
+            total = len(await writer)
+            await wait_until(lambda: _count_is(prepared, total), 60, "every event applied after restarts")
+        applied = await effects(prepared)
+        assert len(applied) == 400 and set(applied.values()) == {1}
+    finally:
+        await relay_nc.close()
+        await consumer_nc.close()
+
