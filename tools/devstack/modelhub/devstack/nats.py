@@ -32,12 +32,16 @@ class NatsServer:
     sync_interval is how often JetStream fsyncs its files. The server's default ("2m") can lose up to two
     minutes of acknowledged messages if the machine (not the process) crashes; "always" fsyncs every write,
     at a large cost in publish throughput. See docs/operations.md.
+
+    detached=True starts the server in its own session, so a terminal's Ctrl-C reaches only its parent,
+    which then stops it in order (the local platform does this).
     """
 
     root: Path
     port: int = 0
     sync_interval: str = "2m"
     monitor_port: int = 0
+    detached: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,10 +75,18 @@ class NatsServer:
         config = self._write_config()
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                [find_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+                [find_binary(), "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.detached,
             )
         wait_for_port(self.port)
         wait_for_port(self.monitor_port)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, if started."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:

@@ -31,7 +31,8 @@ def find_bindir() -> Path:
     if initdb := shutil.which("initdb"):
         return Path(initdb).parent
     raise FileNotFoundError(
-        "PostgreSQL server binaries not found: install PostgreSQL or set MODELHUB_PG_BINDIR to its bin directory"
+        "PostgreSQL server binaries not found: install PostgreSQL "
+        "or set MODELHUB_PG_BINDIR to its bin directory"
     )
 
 
@@ -85,7 +86,7 @@ class PostgresServer:
         cmd += ["--auth=trust", "--locale=C"]
         if not self.durable:
             cmd.append("--no-sync")
-        result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True)
+        result = subprocess.run(_as_server_user(cmd), check=False, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(
                 f"initdb failed in {self.data_dir} (when run as root, every parent directory must be "
@@ -106,18 +107,40 @@ class PostgresServer:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         cmd = [str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file)]
         cmd += ["-o", " ".join(options), "-w", "-t", "60", "start"]
-        result = subprocess.run(_as_server_user(cmd), capture_output=True, text=True)
+        result = subprocess.run(_as_server_user(cmd), check=False, capture_output=True, text=True)
         if result.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {result.stderr.strip()}\n{log}")
         wait_for_port(self.port)
+
+    def running_pid(self) -> int | None:
+        """Pid of a postmaster serving this data directory (this run's or one left by a crashed run), if any.
+
+        A postmaster.pid whose process is gone, or is not a postgres of this data directory, is stale.
+        """
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if Path(argv[0].decode()).name == "postgres" and str(self.data_dir).encode() in argv:
+            return pid
+        return None
+
+    def remove_stale_pid_file(self) -> bool:
+        """Delete postmaster.pid if no postmaster of ours runs (after a crash); True if one was deleted."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists() or self.running_pid() is not None:
+            return False
+        pid_file.unlink(missing_ok=True)
+        return True
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are closed, committed data is kept)."""
         if not (self.data_dir / "postmaster.pid").exists():
             return
         cmd = [str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
-        subprocess.run(_as_server_user(cmd), capture_output=True)
+        subprocess.run(_as_server_user(cmd), check=False, capture_output=True)
 
     def create_database(self, name: str) -> str:
         """Create database `name` if it does not exist; return its URL."""

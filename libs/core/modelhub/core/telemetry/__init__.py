@@ -1,0 +1,1 @@
+"""Observability shared by every service: traces (OpenTelemetry), metrics (Prometheus), structured logs."""
