@@ -16,7 +16,7 @@ from modelhub.core.events.store import EventStore
 from modelhub.core.nats import connect
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.widgets import make_registry  # noqa: E402
+from tests.widgets import make_registry
 
 
 async def main(db_url: str, nats_url: str, producer: str, crash_at: int) -> None:

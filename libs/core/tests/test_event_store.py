@@ -29,7 +29,10 @@ async def test_append_then_read_stream(engine: AsyncEngine, store: EventStore) -
         read = await store.read_stream(conn, "widget-1")
         assert await store.stream_version(conn, "widget-1") == 2
     assert [e.event_id for e in read] == [e.event_id for e in written]
-    assert [store.registry.decode(e.event_type, e.schema_version, e.payload).display_name for e in read] == ["A", "B"]
+    assert [store.registry.decode(e.event_type, e.schema_version, e.payload).display_name for e in read] == [
+        "A",
+        "B",
+    ]
     assert read[0].correlation_id == str(read[0].event_id)  # a root event correlates with itself
 
 
@@ -41,7 +44,8 @@ async def test_stale_writer_gets_conflict_naming_current_version(engine: AsyncEn
     with pytest.raises(StreamVersionConflict) as caught:
         async with engine.begin() as conn:
             await store.append(conn, "w", [NewEvent(renamed("stale"))], expected_version=1)
-    assert caught.value.actual_version == 2 and caught.value.expected_version == 1
+    assert caught.value.actual_version == 2
+    assert caught.value.expected_version == 1
     assert "version 2" in caught.value.message
     async with engine.connect() as conn:
         assert len(await store.read_stream(conn, "w")) == 2
@@ -85,7 +89,10 @@ async def test_aggregate_rehydrates_and_saves_with_concurrency_check(engine: Asy
     assert (again.name, again.renames, again.version) == ("Second", 2, 2)
 
     async with engine.connect() as conn:
-        first, second = await load(conn, store, Widget, "widget-7"), await load(conn, store, Widget, "widget-7")
+        first, second = (
+            await load(conn, store, Widget, "widget-7"),
+            await load(conn, store, Widget, "widget-7"),
+        )
     first.rename("Third")
     second.rename("Other")
     async with engine.begin() as conn:

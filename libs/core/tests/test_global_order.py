@@ -72,5 +72,6 @@ async def test_tailing_reader_sees_exactly_the_committed_events(engine: AsyncEng
     assert set(seen) == committed, (
         f"missed {len(committed - set(seen))} committed events, saw {len(set(seen) - committed)} uncommitted"
     )
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
     assert len(committed) > WRITERS * TRANSACTIONS_PER_WRITER // 2

@@ -76,9 +76,7 @@ def test_only_invalid_argument_with_violations_carries_a_bad_request() -> None:
     assert len(to_rpc_status(InsufficientFunds("no Buzz")).details) == 1
 
 
-def rpc_error(
-    code: grpc.StatusCode, message: str, trailing: tuple[tuple[str, bytes], ...]
-) -> grpc.aio.AioRpcError:
+def rpc_error(code: grpc.StatusCode, message: str, trailing: tuple[tuple[str, bytes], ...]) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), message, None)
 
 
@@ -86,9 +84,7 @@ def test_error_details_round_trip() -> None:
     error = StreamVersionConflict("widget-1", 3, 5)
     status = to_rpc_status(error)
     decoded = error_details(
-        rpc_error(
-            grpc.StatusCode.ABORTED, status.message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
-        )
+        rpc_error(grpc.StatusCode.ABORTED, status.message, ((STATUS_DETAILS_KEY, status.SerializeToString()),))
     )
     assert decoded.code == grpc.StatusCode.ABORTED
     assert decoded.message == error.message

@@ -136,9 +136,7 @@ def user_token(**kwargs: Any) -> str:
     return issue_token("u-1", kwargs.pop("roles", ["user", "moderator"]), key=SECRET, **kwargs)
 
 
-async def echo(
-    channel: grpc.aio.Channel, token: str | None = None, **fields: Any
-) -> testing_pb2.EchoResponse:
+async def echo(channel: grpc.aio.Channel, token: str | None = None, **fields: Any) -> testing_pb2.EchoResponse:
     stub = testing_pb2_grpc.EchoServiceStub(channel)
     metadata = bearer(token) if token is not None else None
     timeout = fields.pop("timeout", 5.0)
@@ -439,9 +437,7 @@ async def test_metrics_endpoint_follows_the_server() -> None:
     try:
         async with grpc.aio.insecure_channel(server.address) as ch:
             await echo(ch, user_token(), message="hi")
-        body = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
-        )
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read())
         assert b'modelhub_rpc_server_duration_seconds_count{code="OK",method="Echo"' in body
     finally:
         await server.stop(0)

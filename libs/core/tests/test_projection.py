@@ -32,7 +32,8 @@ async def test_rebuild_equals_live_projection(engine: AsyncEngine) -> None:
             await runner.run_once()
     assert await runner.catch_up() > 0
     live = await _snapshot(engine)
-    assert len(live) == 9 and sum(r[2] for r in live) == 40
+    assert len(live) == 9
+    assert sum(r[2] for r in live) == 40
 
     replayed = await rebuild(engine, store, projection)
     assert replayed == 40

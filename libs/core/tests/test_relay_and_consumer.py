@@ -6,14 +6,15 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelhub.core.events.consumer import ERROR_HEADER, ConsumerSettings, IdempotentConsumer
+from modelhub.core.events.consumer import ERROR_HEADER, ConsumerSettings, Handler, IdempotentConsumer
 from modelhub.core.events.model import ReceivedEvent
 from modelhub.core.events.relay import OutboxRelay
 from modelhub.core.events.store import EventStore
@@ -45,7 +46,9 @@ async def running(*runners: object) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
-def make_consumer(engine: AsyncEngine, nc: Client, producer: str, **settings: float) -> IdempotentConsumer:
+def make_consumer(
+    engine: AsyncEngine, nc: Client, producer: str, handler: Handler = record_effect, **settings: float
+) -> IdempotentConsumer:
     return IdempotentConsumer(
         engine,
         nc,
@@ -53,8 +56,8 @@ def make_consumer(engine: AsyncEngine, nc: Client, producer: str, **settings: fl
         name=f"{producer}-effects",
         stream=events_stream_name(producer),
         subject=events_subject(producer),
-        handlers={RENAMED: record_effect},
-        settings=ConsumerSettings(batch_size=100, fetch_timeout=0.5, **settings),  # type: ignore[arg-type]
+        handlers={RENAMED: handler},
+        settings=ConsumerSettings(batch_size=100, **settings),  # type: ignore[arg-type]
     )
 
 
@@ -77,7 +80,8 @@ async def test_relay_publishes_in_order_with_event_id_as_message_id(
         # Publishing the same event again (a relay crash before its checkpoint) is dropped by JetStream.
         info = await js.stream_info(events_stream_name(unique_name))
         ack = await js.publish(messages[0].subject, messages[0].data, headers=dict(messages[0].headers or {}))
-        assert ack.duplicate and (await js.stream_info(events_stream_name(unique_name))).state.messages == 25
+        assert ack.duplicate
+        assert (await js.stream_info(events_stream_name(unique_name))).state.messages == 25
         assert info.state.messages == 25
     finally:
         await nc.close()
@@ -113,7 +117,8 @@ async def test_relay_killed_between_publish_and_checkpoint_loses_nothing_and_app
         async with running(consumer):
             await wait_until(lambda: _count_is(prepared, 270), 60, "every committed event applied")
         applied = await effects(prepared)
-        assert len(applied) == 270 and set(applied.values()) == {1}
+        assert len(applied) == 270
+        assert set(applied.values()) == {1}
         # Republished batches were dropped by JetStream's duplicate window: one message per event.
         info = await nc.jetstream().stream_info(events_stream_name(producer))
         assert info.state.messages == 270
@@ -155,14 +160,18 @@ async def test_consumer_that_dies_before_ack_gets_redelivery_and_applies_once(
         successor = make_consumer(prepared, nc, producer, ack_wait=1.0)
         await successor.setup()
         redelivered = 0
-        for _ in range(10):
+
+        async def all_redelivered() -> bool:
+            nonlocal redelivered
             redelivered += await successor.process_batch()
-            if redelivered >= 30:
-                break
+            return redelivered >= 30
+
+        await wait_until(all_redelivered, 15, "the unacknowledged batch to come back")
         assert redelivered == 30
         assert await effects(prepared) == dict.fromkeys(ids, 1)
         info = await nc.jetstream().consumer_info(events_stream_name(producer), successor.name)
-        assert info.num_ack_pending == 0 and info.num_pending == 0
+        assert info.num_ack_pending == 0
+        assert info.num_pending == 0
     finally:
         await nc.close()
 
@@ -188,8 +197,7 @@ async def test_consumer_cancelled_mid_batch_commits_nothing_then_applies_once(
             if seen == 5:
                 await hang.wait()  # the process "dies" here, mid-transaction
 
-        consumer = make_consumer(prepared, nc, producer, ack_wait=1.0)
-        consumer.handlers[RENAMED] = slow_effect
+        consumer = make_consumer(prepared, nc, producer, slow_effect, ack_wait=1.0)
         await consumer.setup()
         task = asyncio.create_task(consumer.process_batch())
         await wait_until(lambda: _true(seen == 5), 10, "the handler to hang")
@@ -233,8 +241,7 @@ async def test_poison_events_go_to_dead_letters_with_their_error_and_never_block
                 raise ValueError("this event breaks a rule of the read model")
             await record_effect(conn, event)
 
-        consumer = make_consumer(prepared, nc, producer, max_deliver=3, retry_delay=0.1)
-        consumer.handlers[RENAMED] = refuse_one
+        consumer = make_consumer(prepared, nc, producer, refuse_one, max_deliver=3, retry_delay=0.1)
         await consumer.setup()
         dead = await js.subscribe(f"deadletter.{consumer.name}", stream=DEAD_LETTER_STREAM)
         async with running(consumer):
@@ -246,7 +253,8 @@ async def test_poison_events_go_to_dead_letters_with_their_error_and_never_block
         assert errors[0].startswith("ValueError: this event breaks a rule")
         assert errors[1].startswith("undecodable event")
         info = await js.consumer_info(events_stream_name(producer), consumer.name)
-        assert info.num_ack_pending == 0 and info.num_pending == 0
+        assert info.num_ack_pending == 0
+        assert info.num_pending == 0
     finally:
         await nc.close()
 
@@ -273,8 +281,57 @@ async def test_nats_restarts_under_load_lose_nothing_and_consumers_resume(
             total = len(await writer)
             await wait_until(lambda: _count_is(prepared, total), 60, "every event applied after restarts")
         applied = await effects(prepared)
-        assert len(applied) == 400 and set(applied.values()) == {1}
+        assert len(applied) == 400
+        assert set(applied.values()) == {1}
     finally:
         await relay_nc.close()
         await consumer_nc.close()
 
+
+async def test_batch_handler_applies_each_new_event_once_and_isolates_a_failure(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 40)
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, producer)
+        await relay.setup()
+        await relay.publish_once()
+        batches: list[int] = []
+
+        async def apply_many(conn, events: Sequence[ReceivedEvent]) -> None:  # type: ignore[no-untyped-def]
+            batches.append(len(events))
+            if any(e.event_id == ids[7] for e in events) and len(events) > 1:
+                raise ValueError("one bad apple")  # only in a batch: alone, the event applies
+            await conn.execute(
+                text("INSERT INTO effects (event_id, stream_id) VALUES (:id, :s)"),
+                [{"id": e.event_id, "s": e.stream_id} for e in events],
+            )
+
+        consumer = IdempotentConsumer(
+            prepared,
+            nc,
+            make_registry(),
+            name=f"{producer}-batch",
+            stream=events_stream_name(producer),
+            subject=events_subject(producer),
+            batch_handler=apply_many,
+            event_types={RENAMED},
+            settings=ConsumerSettings(batch_size=100),
+        )
+        await consumer.setup()
+        assert await consumer.process_batch() == 40
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        assert batches[0] == 40 and batches[1:] == [1] * 40  # the fast path failed, then one by one
+        # A replay of the same events (here: republished under new stream sequence numbers) has no effect.
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(events_subject(producer), stream=events_stream_name(producer))
+        for msg in await sub.fetch(40, timeout=2):
+            await js.publish(msg.subject, msg.data)  # no Nats-Msg-Id: JetStream stores the copies
+        assert await consumer.process_batch() == 40
+        assert len(batches) == 41  # all duplicates: the handler was not called again
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+    finally:
+        await nc.close()

@@ -16,14 +16,9 @@ def test_consumer_span_continues_the_producers_trace() -> None:
         inject_headers(headers)
     produced = producer.get_span_context()
     assert headers["Nats-Msg-Id"] == "0192f0c4-aaaa-7bbb-8ccc-000000000001"
-    assert (
-        headers["traceparent"]
-        == f"00-{produced.trace_id:032x}-{produced.span_id:016x}-{produced.trace_flags:02x}"
-    )
+    assert headers["traceparent"] == f"00-{produced.trace_id:032x}-{produced.span_id:016x}-{produced.trace_flags:02x}"
 
-    with tracer.start_as_current_span(
-        "consume", context=extract_context(headers), kind=SpanKind.CONSUMER
-    ) as consumer:
+    with tracer.start_as_current_span("consume", context=extract_context(headers), kind=SpanKind.CONSUMER) as consumer:
         consumed = consumer.get_span_context()
     assert isinstance(consumer, ReadableSpan)
     assert consumed.trace_id == produced.trace_id

@@ -38,9 +38,7 @@ def test_discover_loads_the_specs_named_by_entry_points(monkeypatch: pytest.Monk
 
 
 def test_an_entry_point_that_is_not_a_spec_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        services, "entry_points", lambda group: [entry_point("x", "devstack_fake_service:migrate")]
-    )
+    monkeypatch.setattr(services, "entry_points", lambda group: [entry_point("x", "devstack_fake_service:migrate")])
     with pytest.raises(TypeError, match="not a ServiceSpec"):
         services.discover()
 

@@ -142,9 +142,7 @@ async def jetstream_round_trip(url: str, publish: bool) -> int:
         await nc.close()
 
 
-def test_platform_without_services_keeps_its_data_across_restarts(
-    state_dir: Path, env: dict[str, str]
-) -> None:
+def test_platform_without_services_keeps_its_data_across_restarts(state_dir: Path, env: dict[str, str]) -> None:
     state_dir.mkdir()
     (state_dir / "up.pid").write_text("999999\n")  # stale, as after a crash: must not stop `up`
 

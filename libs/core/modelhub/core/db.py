@@ -27,9 +27,7 @@ def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> str:
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
     """An async engine for a service database (psycopg 3), with pre-ping so restarts of Postgres heal."""
-    return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-    )
+    return create_async_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def alembic_config(url: str, version_locations: Sequence[Path] = ()) -> Config:

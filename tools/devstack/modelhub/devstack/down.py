@@ -57,9 +57,7 @@ def down(state_dir: Path, timeout: float = 120.0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m modelhub.devstack.down", description=__doc__.partition("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m modelhub.devstack.down", description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--state-dir",
         type=Path,

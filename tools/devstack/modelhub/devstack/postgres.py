@@ -31,8 +31,7 @@ def find_bindir() -> Path:
     if initdb := shutil.which("initdb"):
         return Path(initdb).parent
     raise FileNotFoundError(
-        "PostgreSQL server binaries not found: install PostgreSQL "
-        "or set MODELHUB_PG_BINDIR to its bin directory"
+        "PostgreSQL server binaries not found: install PostgreSQL or set MODELHUB_PG_BINDIR to its bin directory"
     )
 
 

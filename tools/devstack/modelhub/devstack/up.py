@@ -44,9 +44,7 @@ DEFAULT_NATS_MONITOR_PORT = 8222
 NATS_SYNC_INTERVAL = "1s"
 SERVICE_READY_TIMEOUT = 60.0
 MIGRATE_TIMEOUT = 600.0
-MIGRATE_SNIPPET = (
-    "import sys; from modelhub.core.service_spec import run_migrate; run_migrate(*sys.argv[1:3])"
-)
+MIGRATE_SNIPPET = "import sys; from modelhub.core.service_spec import run_migrate; run_migrate(*sys.argv[1:3])"
 
 
 class StartupError(Exception):
@@ -291,9 +289,7 @@ class Platform:
             if port in seen:
                 problems.append(f"{what} and {seen[port]} both want port {port}: set {variable}")
             elif procs.port_in_use(port):
-                problems.append(
-                    f"port {port} for {what} is already in use: stop what listens there or set {variable}"
-                )
+                problems.append(f"port {port} for {what} is already in use: stop what listens there or set {variable}")
             seen[port] = what
         if problems:
             raise StartupError("\n  ".join(["cannot start:", *problems]))
@@ -512,9 +508,7 @@ def run(state_dir: Path, service_refs: list[str] | None = None, stop_timeout: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m modelhub.devstack.up", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m modelhub.devstack.up", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -527,9 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE:ATTRIBUTE",
         help="run this ServiceSpec instead of the installed services (repeatable)",
     )
-    parser.add_argument(
-        "--no-services", action="store_true", help="run PostgreSQL and NATS only (no service)"
-    )
+    parser.add_argument("--no-services", action="store_true", help="run PostgreSQL and NATS only (no service)")
     parser.add_argument(
         "--stop-timeout", type=float, default=10.0, help="seconds a service gets to stop before SIGKILL"
     )

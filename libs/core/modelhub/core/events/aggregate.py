@@ -51,7 +51,12 @@ async def load(conn: AsyncConnection, store: EventStore, cls: type[A], stream_id
 
 
 async def save(
-    conn: AsyncConnection, store: EventStore, aggregate: Aggregate, *, correlation_id: str = "", causation_id: str = ""
+    conn: AsyncConnection,
+    store: EventStore,
+    aggregate: Aggregate,
+    *,
+    correlation_id: str = "",
+    causation_id: str = "",
 ) -> list[RecordedEvent]:
     """Append the aggregate's pending events at the version it was loaded at (conflict if it moved)."""
     recorded = await store.append(

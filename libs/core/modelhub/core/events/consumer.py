@@ -1,14 +1,16 @@
 """Idempotent JetStream consumers: each event has its effect exactly once, whatever is redelivered.
 
 A consumer is a durable pull consumer with explicit acks. For every fetched batch it opens one database
-transaction; per message, inside a savepoint, it records (consumer, event id) in `consumer_inbox` and runs
-the handler. A message whose id is already in the inbox is a duplicate (redelivery, replay, republish)
-and is acknowledged without running the handler. The transaction commits, then the messages are acked.
+transaction, records (consumer, event id) for the whole batch in `consumer_inbox` with one statement, and
+runs the handlers of the events that were new. A message whose id is already in the inbox is a duplicate
+(redelivery, replay, republish) and is acknowledged without running the handler. The transaction
+commits, then the messages are acked.
 
 - Crash before commit: nothing of the batch was applied; JetStream redelivers it after ack_wait.
 - Crash after commit, before ack: redelivered, found in the inbox, acked with no second effect.
-- Handler error: its savepoint rolls back (so the inbox row goes too), the rest of the batch goes on, and
-  the message is nak'ed with a delay. On its last delivery (max_deliver) it is dead-lettered instead.
+- Handler error: the batch's transaction rolls back and the batch is applied again with one savepoint
+  per message, so only the failing message is left out (its inbox row rolls back with it); it is nak'ed
+  with a delay, and on its last delivery (max_deliver) dead-lettered instead.
 - Undecodable message: dead-lettered at once, with the error; it never blocks the stream.
 
 Pull requests expire (`fetch_timeout`) and are issued again, so a consumer resumes by itself after a
@@ -18,17 +20,17 @@ NATS restart. Events of types without a handler are acknowledged and skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -37,30 +39,48 @@ from modelhub.core.events.model import ReceivedEvent
 from modelhub.core.events.registry import EventRegistry, UndecodableEvent, UnknownEventType
 from modelhub.core.nats import DEAD_LETTER_SUBJECT_PREFIX, dead_letter_stream_config, ensure_stream
 from modelhub.core.telemetry import metrics
+from modelhub.core.telemetry.metrics import ConsumerOutcome
+from modelhub.core.telemetry.propagation import extract_context
 from modelhub.events.v1 import envelope_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[AsyncConnection, ReceivedEvent], Awaitable[None]]
+"""Applies one event inside the consumer's transaction."""
+BatchHandler = Callable[[AsyncConnection, Sequence[ReceivedEvent]], Awaitable[None]]
+"""Applies several events, in order, inside the consumer's transaction (for set-based writes)."""
 
 ERROR_HEADER = "Modelhub-Error"
 CONSUMER_HEADER = "Modelhub-Consumer"
 SUBJECT_HEADER = "Modelhub-Original-Subject"
 SEQUENCE_HEADER = "Modelhub-Original-Sequence"
 
-_RECORD = text(
+_CLAIM_ONE = text(
     "INSERT INTO consumer_inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING"
 )
+_CLAIM_MANY = text(
+    "INSERT INTO consumer_inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:ids AS uuid[])) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
+class _HandlerFailed(Exception):
+    """A handler raised on the fast path; the batch is redone one savepoint per message."""
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
-    """How a consumer pulls. fetch_timeout is also the pull request's expiry; ack_wait must exceed the
-    time one batch can take to apply."""
+    """How a consumer pulls.
+
+    A pull request returns when batch_size messages are there or when it expires after fetch_timeout,
+    with what it has: fetch_timeout bounds the delay a lone event waits for its batch to fill, at the
+    cost of one pull request per fetch_timeout while idle. ack_wait must exceed the time one batch can
+    take to apply.
+    """
 
     batch_size: int = 200
-    fetch_timeout: float = 1.0
+    fetch_timeout: float = 0.1
     ack_wait: float = 30.0
     max_deliver: int = 5
     retry_delay: float = 1.0
@@ -78,15 +98,29 @@ class IdempotentConsumer:
         name: str,
         stream: str,
         subject: str,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler] | None = None,
+        batch_handler: BatchHandler | None = None,
+        event_types: Collection[str] = (),
         settings: ConsumerSettings | None = None,
     ) -> None:
+        """Give either `handlers` (one per event type) or a `batch_handler` with the `event_types` it takes.
+
+        Events of other types are acknowledged and skipped.
+        """
+        if (handlers is None) == (batch_handler is None):
+            raise ValueError("give either handlers or batch_handler")
         self.engine = engine
         self.registry = registry
         self.name = name
         self.stream = stream
         self.subject = subject
-        self.handlers = dict(handlers)
+        if handlers is not None:
+            self.event_types = frozenset(handlers)
+            self._apply: BatchHandler = _one_at_a_time(dict(handlers))
+        else:
+            assert batch_handler is not None
+            self.event_types = frozenset(event_types)
+            self._apply = batch_handler
         self.settings = settings or ConsumerSettings()
         self._js: JetStreamContext = nc.jetstream()
         self._subscription: JetStreamContext.PullSubscription | None = None
@@ -124,7 +158,9 @@ class IdempotentConsumer:
         assert self._subscription is not None
         try:
             messages = await self._subscription.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when the pull's reply is late
+            return 0
+        if not messages:
             return 0
         await self._handle(messages)
         pending = messages[-1].metadata.num_pending
@@ -132,57 +168,98 @@ class IdempotentConsumer:
         return len(messages)
 
     async def _handle(self, messages: list[Msg]) -> None:
-        done: list[Msg] = []
-        failed: list[tuple[Msg, str]] = []
+        for msg in messages:
+            if msg.metadata.num_delivered > 1:
+                metrics.CONSUMER_REDELIVERIES.labels(self.name).inc()
+        decoded: list[tuple[Msg, ReceivedEvent]] = []
+        outcomes: list[tuple[Msg, ConsumerOutcome]] = []
         poison: list[tuple[Msg, str]] = []
-        async with self.engine.begin() as conn:
-            for msg in messages:
-                if msg.metadata.num_delivered > 1:
-                    metrics.CONSUMER_REDELIVERIES.labels(self.name).inc()
-                try:
-                    event = self._decode(msg)
-                except (DecodeError, UndecodableEvent, UnknownEventType) as error:
-                    poison.append((msg, f"undecodable event: {error}"))
-                    continue
-                if event is None:
-                    done.append(msg)
-                    metrics.CONSUMER_PROCESSED.labels(self.name, "skipped").inc()
-                    continue
-                try:
-                    outcome = await self._apply(conn, msg, event)
-                except Exception as error:
-                    log.warning("consumer %s: %s %s failed: %r", self.name, event.event_type, event.event_id, error)
-                    failed.append((msg, f"{type(error).__name__}: {error}"))
-                    continue
-                done.append(msg)
-                metrics.CONSUMER_PROCESSED.labels(self.name, outcome).inc()
-        for msg in done:
+        for msg in messages:
+            try:
+                event = self._decode(msg)
+            except (DecodeError, UndecodableEvent, UnknownEventType) as error:
+                poison.append((msg, f"undecodable event: {error}"))
+                continue
+            if event is None:
+                outcomes.append((msg, "skipped"))
+            else:
+                decoded.append((msg, event))
+        failed: list[tuple[Msg, str]] = []
+        try:
+            outcomes += await self._apply_batch(decoded)
+        except _HandlerFailed:
+            # Some handler failed: redo the batch with one savepoint per message, so only the failures
+            # are left out (the fast path has rolled back entirely).
+            applied, failed = await self._apply_one_by_one(decoded)
+            outcomes += applied
+        for msg, outcome in outcomes:
             await msg.ack()
+            metrics.record_consumer_outcome(self.name, outcome)
         for msg, reason in failed:
             if msg.metadata.num_delivered >= self.settings.max_deliver:
                 poison.append((msg, reason))
             else:
-                metrics.CONSUMER_PROCESSED.labels(self.name, "failed").inc()
+                metrics.record_consumer_outcome(self.name, "failed")
                 await msg.nak(delay=self.settings.retry_delay * msg.metadata.num_delivered)
         for msg, reason in poison:
             await self._dead_letter(msg, reason)
 
+    async def _apply_batch(self, batch: list[tuple[Msg, ReceivedEvent]]) -> list[tuple[Msg, ConsumerOutcome]]:
+        """Fast path: claim the whole batch in the inbox with one statement, then run the handlers."""
+        if not batch:
+            return []
+        outcomes: list[tuple[Msg, ConsumerOutcome]] = []
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                _CLAIM_MANY, {"consumer": self.name, "ids": [event.event_id for _, event in batch]}
+            )
+            claimed = set(result.scalars())
+            new: list[ReceivedEvent] = []
+            for msg, event in batch:
+                if event.event_id in claimed:
+                    claimed.discard(event.event_id)  # the same event twice in one batch applies once
+                    new.append(event)
+                    outcomes.append((msg, "applied"))
+                else:
+                    outcomes.append((msg, "duplicate"))
+            try:
+                await self._run(conn, new)
+            except Exception as error:
+                log.info("consumer %s: batch retried message by message after %r", self.name, error)
+                raise _HandlerFailed from error
+        return outcomes
+
+    async def _apply_one_by_one(
+        self, batch: list[tuple[Msg, ReceivedEvent]]
+    ) -> tuple[list[tuple[Msg, ConsumerOutcome]], list[tuple[Msg, str]]]:
+        outcomes: list[tuple[Msg, ConsumerOutcome]] = []
+        failed: list[tuple[Msg, str]] = []
+        async with self.engine.begin() as conn:
+            for msg, event in batch:
+                try:
+                    async with conn.begin_nested():
+                        result = await conn.execute(_CLAIM_ONE, {"consumer": self.name, "event_id": event.event_id})
+                        if result.rowcount == 0:
+                            outcomes.append((msg, "duplicate"))
+                            continue
+                        await self._run(conn, [event])
+                except Exception as error:
+                    log.warning("consumer %s: %s %s failed: %r", self.name, event.event_type, event.event_id, error)
+                    failed.append((msg, f"{type(error).__name__}: {error}"))
+                    continue
+                outcomes.append((msg, "applied"))
+        return outcomes, failed
+
     def _decode(self, msg: Msg) -> ReceivedEvent | None:
         envelope = envelope_pb2.EventEnvelope.FromString(msg.data)
-        if envelope.event_type not in self.handlers:
+        if envelope.event_type not in self.event_types:
             return None
         payload = self.registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-        return ReceivedEvent(envelope=envelope, payload=payload)
+        return ReceivedEvent(envelope=envelope, payload=payload, headers=dict(msg.headers or {}))
 
-    async def _apply(self, conn: AsyncConnection, msg: Msg, event: ReceivedEvent) -> str:
-        parent = propagate.extract(dict(msg.headers or {}))
-        with tracer.start_as_current_span(f"consume {event.event_type}", context=parent, kind=SpanKind.CONSUMER):
-            async with conn.begin_nested():
-                result = await conn.execute(_RECORD, {"consumer": self.name, "event_id": event.event_id})
-                if result.rowcount == 0:
-                    return "duplicate"
-                await self.handlers[event.event_type](conn, event)
-        return "applied"
+    async def _run(self, conn: AsyncConnection, events: list[ReceivedEvent]) -> None:
+        if events:
+            await self._apply(conn, events)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         """Park the message on the dead-letter stream with its error, then take it off this consumer."""
@@ -196,8 +273,7 @@ class IdempotentConsumer:
         }
         await self._js.publish(f"{DEAD_LETTER_SUBJECT_PREFIX}.{self.name}", msg.data, headers=headers)
         await msg.term()
-        metrics.DEAD_LETTERS.labels(self.name).inc()
-        metrics.CONSUMER_PROCESSED.labels(self.name, "dead_lettered").inc()
+        metrics.record_consumer_outcome(self.name, "dead_lettered")
         log.error("consumer %s: dead-lettered stream sequence %s: %s", self.name, sequence, reason)
 
     async def run(self, stop: asyncio.Event, *, max_backoff: float = 5.0) -> None:
@@ -210,8 +286,18 @@ class IdempotentConsumer:
             except Exception as error:
                 log.warning("consumer %s: %r; retrying in %.1fs", self.name, error, backoff)
                 await self._drop_subscription()  # pull again on a fresh subscription
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
-                except TimeoutError:
-                    pass
                 backoff = min(backoff * 2, max_backoff)
+
+
+def _one_at_a_time(handlers: dict[str, Handler]) -> BatchHandler:
+    """A batch handler calling each event's own handler in a span that continues the producer's trace."""
+
+    async def apply(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+        for event in events:
+            parent = extract_context(event.headers)
+            with tracer.start_as_current_span(f"consume {event.event_type}", context=parent, kind=SpanKind.CONSUMER):
+                await handlers[event.event_type](conn, event)
+
+    return apply

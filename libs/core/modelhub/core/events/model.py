@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import total_ordering
@@ -85,6 +86,7 @@ class ReceivedEvent:
 
     envelope: envelope_pb2.EventEnvelope
     payload: Message
+    headers: Mapping[str, str] = field(default_factory=dict)  # the NATS headers, trace context among them
 
     @property
     def event_id(self) -> uuid.UUID:

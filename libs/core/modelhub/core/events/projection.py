@@ -9,6 +9,7 @@ the new one, and the result equals what the live runner built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -68,10 +69,8 @@ class ProjectionRunner:
         """Tail the store until `stop` is set."""
         while not stop.is_set():
             if await self.run_once() == 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), idle_sleep)
-                except TimeoutError:
-                    pass
 
 
 async def rebuild(engine: AsyncEngine, store: EventStore, projection: Projection, batch_size: int = 1000) -> int:

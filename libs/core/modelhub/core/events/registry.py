@@ -52,7 +52,9 @@ class EventRegistry:
         schemas.versions[version] = message
         self._by_class[message] = (event_type, version)
 
-    def upcaster(self, event_type: str, from_version: int) -> Callable[[Callable[[M], Message]], Callable[[M], Message]]:
+    def upcaster(
+        self, event_type: str, from_version: int
+    ) -> Callable[[Callable[[M], Message]], Callable[[M], Message]]:
         """Decorator registering the function that turns `from_version` payloads into `from_version + 1`."""
 
         def decorate(fn: Callable[[M], Message]) -> Callable[[M], Message]:

@@ -14,12 +14,14 @@ round trip per event).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from opentelemetry import propagate, trace
+from nats.js.api import PubAck
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -84,33 +86,24 @@ class OutboxRelay:
         return len(batch)
 
     async def _publish(self, batch: list[RecordedEvent]) -> None:
-        futures: list[asyncio.Future[object]] = []
-        try:
-            for event in batch:
-                futures.append(await self._publish_one(event))
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-    async def _publish_one(self, event: RecordedEvent) -> asyncio.Future[object]:
-        carrier = {"traceparent": event.traceparent, "tracestate": event.tracestate}
-        parent = propagate.extract(carrier) if event.traceparent else None
-        with tracer.start_as_current_span(
-            f"publish {event.event_type}", context=parent, kind=SpanKind.PRODUCER
-        ) as span:
+        futures: list[asyncio.Future[PubAck]] = []
+        with tracer.start_as_current_span("relay publish", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.system", "nats")
-            span.set_attribute("messaging.message.id", str(event.event_id))
-            headers = {"Nats-Msg-Id": str(event.event_id), EVENT_TYPE_HEADER: event.event_type}
-            propagate.inject(headers)
-            envelope = event.to_envelope(self.producer)
-            future: asyncio.Future[object] = await self._js.publish_async(
-                events_subject(self.producer, event.event_type),
-                envelope.SerializeToString(),
-                headers=headers,
-            )
-            return future
+            span.set_attribute("messaging.batch.message_count", len(batch))
+            try:
+                for event in batch:
+                    futures.append(
+                        await self._js.publish_async(
+                            events_subject(self.producer, event.event_type),
+                            event.to_envelope(self.producer).SerializeToString(),
+                            headers=_headers(event),
+                        )
+                    )
+                await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     async def lag(self, cap: int = 100_000) -> int:
         """Committed events not yet published (counted up to `cap`)."""
@@ -153,8 +146,17 @@ class OutboxRelay:
             metrics.RELAY_LAG.labels(self.producer).set(await self.lag())
 
 
+def _headers(event: RecordedEvent) -> dict[str, str]:
+    """NATS headers of an event. The trace context is the one recorded with the event, so a consumer's
+    span continues the trace of the request that produced it."""
+    headers = {"Nats-Msg-Id": str(event.event_id), EVENT_TYPE_HEADER: event.event_type}
+    if event.traceparent:
+        headers["traceparent"] = event.traceparent
+        if event.tracestate:
+            headers["tracestate"] = event.tracestate
+    return headers
+
+
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

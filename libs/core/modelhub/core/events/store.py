@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import propagate
 from psycopg import errors as pg_errors
 from sqlalchemy import RowMapping, exc, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +29,7 @@ from modelhub.core.errors import StreamVersionConflict
 from modelhub.core.events.model import GlobalPosition, NewEvent, RecordedEvent
 from modelhub.core.events.registry import EventRegistry
 from modelhub.core.events.schema import STREAM_VERSION_CONSTRAINT, events
+from modelhub.core.telemetry.propagation import inject_headers
 
 NO_STREAM = 0
 """Expected version of a stream that must not exist yet."""
@@ -99,7 +99,7 @@ class EventStore:
         if not new_events:
             return []
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        inject_headers(carrier)
         rows: list[dict[str, Any]] = []
         for offset, event in enumerate(new_events, start=1):
             event_type, schema_version = self.registry.type_of(event.payload)
@@ -162,13 +162,9 @@ class EventStore:
         result = await conn.execute(_READ_STREAM, {"stream_id": stream_id, "after": after_version})
         return [_record(row) for row in result.mappings()]
 
-    async def read_all(
-        self, conn: AsyncConnection, after: GlobalPosition, limit: int = 1000
-    ) -> list[RecordedEvent]:
+    async def read_all(self, conn: AsyncConnection, after: GlobalPosition, limit: int = 1000) -> list[RecordedEvent]:
         """Up to `limit` events after `after` in global order, below the visibility horizon."""
-        result = await conn.execute(
-            _READ_ALL, {"tx": str(after.transaction_id), "pos": after.position, "limit": limit}
-        )
+        result = await conn.execute(_READ_ALL, {"tx": str(after.transaction_id), "pos": after.position, "limit": limit})
         return [_record(row) for row in result.mappings()]
 
     async def event_by_id(self, conn: AsyncConnection, event_id: uuid.UUID) -> RecordedEvent | None:

@@ -162,9 +162,7 @@ class TokenVerifier:
             raise Unauthenticated(f"the token is invalid: {exc}", reason="TOKEN_INVALID") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise Unauthenticated(
-                "the token's 'sub' claim must be a non-empty string", reason="SUBJECT_MISSING"
-            )
+            raise Unauthenticated("the token's 'sub' claim must be a non-empty string", reason="SUBJECT_MISSING")
         raw_roles = claims.get("roles", [])
         if isinstance(raw_roles, str):
             raw_roles = raw_roles.split()

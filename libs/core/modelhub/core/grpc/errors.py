@@ -96,9 +96,7 @@ def internal_status(reference: str) -> status_pb2.Status:
         code=grpc.StatusCode.INTERNAL.value[0],
         message=f"internal error (reference {reference}); the details are in the server's log",
     )
-    info = error_details_pb2.ErrorInfo(
-        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"reference": reference}
-    )
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"reference": reference})
     status.details.append(_pack(info))
     return status
 

@@ -151,9 +151,7 @@ class DeadlineInterceptor(ScopedInterceptor):
         async def scope(context: ServicerContext) -> AsyncIterator[None]:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                await context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call ran"
-                )
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call ran")
             yield
 
         return scope

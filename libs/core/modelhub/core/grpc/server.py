@@ -155,9 +155,7 @@ class GrpcServer:
         if self._stopping is not None:
             await asyncio.shield(self._stopping)
 
-    def install_signal_handlers(
-        self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-    ) -> None:
+    def install_signal_handlers(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Stop gracefully on the first of `signals`; a second one stops at once (grace 0)."""
         loop = asyncio.get_running_loop()
         for sig in signals:

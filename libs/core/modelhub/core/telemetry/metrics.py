@@ -13,11 +13,17 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-ConsumerOutcome = Literal["applied", "duplicate", "failed", "dead_lettered"]
+ConsumerOutcome = Literal["applied", "duplicate", "skipped", "failed", "dead_lettered"]
 """How a consumer finished with one message: its effect applied, skipped as already processed, failed
 (will be redelivered), or moved to the dead-letter stream."""
 
-CONSUMER_OUTCOMES: Final[tuple[ConsumerOutcome, ...]] = ("applied", "duplicate", "failed", "dead_lettered")
+CONSUMER_OUTCOMES: Final[tuple[ConsumerOutcome, ...]] = (
+    "applied",
+    "duplicate",
+    "skipped",
+    "failed",
+    "dead_lettered",
+)
 
 RPC_DURATION: Final = Histogram(
     "modelhub_rpc_server_duration_seconds",

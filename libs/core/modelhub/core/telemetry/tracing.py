@@ -36,9 +36,7 @@ def configure_tracing(
 
         endpoint = otlp_endpoint if "://" in otlp_endpoint else f"http://{otlp_endpoint}"
         exporter = OTLPSpanExporter(endpoint=endpoint, timeout=export_timeout_seconds)
-        provider.add_span_processor(
-            BatchSpanProcessor(exporter, export_timeout_millis=export_timeout_seconds * 1000)
-        )
+        provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=export_timeout_seconds * 1000))
     if set_global:
         trace.set_tracer_provider(provider)
     _provider = provider
