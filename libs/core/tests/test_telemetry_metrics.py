@@ -22,7 +22,7 @@ def test_consumer_outcomes_are_counted() -> None:
         for o in metrics.CONSUMER_OUTCOMES
     }
     dead_before = value("modelhub_dead_letters_total", consumer="t1")
-    for outcome in ("applied", "applied", "duplicate", "dead_lettered"):
+    for outcome in ("applied", "applied", "duplicate", "skipped", "dead_lettered"):
         metrics.record_consumer_outcome("t1", outcome)
     after = {
         o: value("modelhub_consumer_processed_messages_total", consumer="t1", outcome=o)
@@ -31,6 +31,7 @@ def test_consumer_outcomes_are_counted() -> None:
     assert {o: after[o] - before[o] for o in after} == {
         "applied": 2,
         "duplicate": 1,
+        "skipped": 1,
         "failed": 0,
         "dead_lettered": 1,
     }

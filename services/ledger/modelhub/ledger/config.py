@@ -1,0 +1,25 @@
+"""The ledger's settings: environment variables MODELHUB_LEDGER_*, with local defaults."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from modelhub.core.config import ServiceSettings, env_prefix
+
+
+class LedgerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix=env_prefix("ledger"), extra="ignore", frozen=True)
+
+    service_name: str = "ledger"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    database_url: str = "postgresql://modelhub@127.0.0.1:5432/ledger"
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    tip_fee_basis_points: int = Field(default=0, ge=0, lt=10_000)
+    """Platform fee on tips in 1/100 %, paid to system:platform-fees as a linked leg (0 = no fee leg)."""
+    hold_expiry_interval_seconds: float = Field(default=1.0, gt=0)
+    """How often the service looks for pending holds past their timeout."""
+    run_relay: bool = True
+    """Publish the ledger's events to JetStream from this process (the outbox relay)."""
+    migrate_on_start: bool = True
