@@ -94,7 +94,8 @@ class EventStore:
         """Append events to `stream_id`, which must be at `expected_version` (NO_STREAM for a new stream).
 
         Runs in the caller's transaction: nothing is visible to readers until it commits. Raises
-        StreamVersionConflict, naming the current version, when another writer got there first.
+        StreamVersionConflict, naming the current version, when another writer got there first; the
+        transaction is then aborted and must be rolled back (retry the whole command).
         """
         if not new_events:
             return []
@@ -124,14 +125,17 @@ class EventStore:
             sort_by_parameter_order=True,
         )
         try:
-            async with conn.begin_nested():
-                result = await conn.execute(statement, rows)
-                returned = result.all()
+            result = await conn.execute(statement, rows)
         except exc.IntegrityError as error:
             if _violates(error, STREAM_VERSION_CONSTRAINT):
-                actual = await self.stream_version(conn, stream_id)
+                # The caller's transaction is aborted now (it must roll back and retry), so the current
+                # version is read on a connection of its own; the winner has committed, or we would not
+                # have hit its key.
+                async with conn.engine.connect() as other:
+                    actual = await self.stream_version(other, stream_id)
                 raise StreamVersionConflict(stream_id, expected_version, actual) from None
             raise
+        returned = result.all()
         return [
             RecordedEvent(
                 global_position=GlobalPosition(int(ret.transaction_id), ret.position),
