@@ -335,3 +335,38 @@ async def test_batch_handler_applies_each_new_event_once_and_isolates_a_failure(
         assert await effects(prepared) == dict.fromkeys(ids, 1)
     finally:
         await nc.close()
+
+
+async def test_a_standby_relay_takes_over_when_the_leader_stops(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    nc = await connect(nats_url, "test")
+    js = nc.jetstream()
+
+    async def stream_has(count: int) -> bool:
+        return (await js.stream_info(events_stream_name(producer))).state.messages >= count
+
+    try:
+        leader = OutboxRelay(prepared, store, nc, producer, batch_size=20)
+        standby = OutboxRelay(prepared, store, nc, producer, batch_size=20)
+        await leader.setup()
+        leader_stop, standby_stop = asyncio.Event(), asyncio.Event()
+        leading = asyncio.create_task(leader.run(leader_stop))
+        await append_events(prepared, store, 50, prefix="first")
+        await wait_until(lambda: stream_has(50), 20, "the leader to publish")
+        waiting = asyncio.create_task(standby.run(standby_stop))
+        await append_events(prepared, store, 50, prefix="second")
+        await wait_until(lambda: stream_has(100), 20, "the leader to publish more")
+        leader_stop.set()
+        await leading
+        await append_events(prepared, store, 50, prefix="third")
+        await wait_until(lambda: stream_has(150), 20, "the standby to take over")
+        standby_stop.set()
+        await waiting
+        info = await js.stream_info(events_stream_name(producer))
+        assert info.state.messages == 150
+        assert await leader.lag() == 0
+    finally:
+        await nc.close()

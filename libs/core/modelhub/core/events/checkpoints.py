@@ -23,7 +23,11 @@ async def load_checkpoint(conn: AsyncConnection, name: str) -> GlobalPosition:
 
 
 async def save_checkpoint(conn: AsyncConnection, name: str, position: GlobalPosition) -> None:
-    """Record that reader `name` has handled everything up to and including `position`."""
+    """Record that reader `name` has handled everything up to and including `position`.
+
+    Checkpoints only move forward: a late writer (a relay that lost its lock) cannot move one back.
+    Use delete_checkpoint to start a reader over.
+    """
     await conn.execute(
         text(
             """
@@ -32,6 +36,7 @@ async def save_checkpoint(conn: AsyncConnection, name: str, position: GlobalPosi
             ON CONFLICT (name) DO UPDATE
             SET transaction_id = excluded.transaction_id, position = excluded.position,
                 updated_at = clock_timestamp()
+            WHERE (checkpoints.transaction_id, checkpoints.position) < (excluded.transaction_id, excluded.position)
             """
         ),
         {"name": name, "tx": str(position.transaction_id), "pos": position.position},
