@@ -370,3 +370,44 @@ async def test_a_standby_relay_takes_over_when_the_leader_stops(
         assert await leader.lag() == 0
     finally:
         await nc.close()
+
+
+async def test_an_event_whose_deliveries_all_crash_is_dead_lettered_not_dropped(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 1)
+    nc = await connect(nats_url, "test")
+    try:
+        relay = OutboxRelay(prepared, store, nc, producer)
+        await relay.setup()
+        await relay.publish_once()
+        consumer = make_consumer(prepared, nc, producer, max_deliver=2, ack_wait=0.5)
+        await consumer.setup()
+        dead = await nc.jetstream().subscribe(f"deadletter.{consumer.name}", stream=DEAD_LETTER_STREAM)
+        crashed = 0
+
+        async def crash_on_delivery() -> bool:  # take the message and "die": no ack, no nak
+            nonlocal crashed
+            assert consumer._subscription is not None
+            with contextlib.suppress(TimeoutError):
+                crashed += len(await consumer._subscription.fetch(1, timeout=0.5))
+            return crashed == 2
+
+        await wait_until(crash_on_delivery, 15, "two deliveries that end in a crash")
+        fetched = 0
+
+        async def third_delivery() -> bool:
+            nonlocal fetched
+            fetched += await consumer.process_batch()
+            return fetched == 1
+
+        await wait_until(third_delivery, 15, "the third delivery")
+        letter = await dead.next_msg(timeout=5)
+        assert letter.headers[ERROR_HEADER] == "delivered 3 times without being applied"  # type: ignore[index]
+        assert await effects(prepared) == {}
+        info = await nc.jetstream().consumer_info(events_stream_name(producer), consumer.name)
+        assert info.num_ack_pending == 0 and info.num_pending == 0 and ids
+    finally:
+        await nc.close()

@@ -11,6 +11,8 @@ commits, then the messages are acked.
 - Handler error: the batch's transaction rolls back and the batch is applied again with one savepoint
   per message, so only the failing message is left out (its inbox row rolls back with it); it is nak'ed
   with a delay, and on its last delivery (max_deliver) dead-lettered instead.
+- A message delivered more than max_deliver times without a verdict (the consumer kept dying on it) is
+  dead-lettered on its next delivery without running the handler again.
 - Undecodable message: dead-lettered at once, with the error; it never blocks the stream.
 
 Pull requests expire (`fetch_timeout`) and are issued again, so a consumer resumes by itself after a
@@ -136,7 +138,9 @@ class IdempotentConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.settings.ack_wait,
-            max_deliver=self.settings.max_deliver,
+            # Unlimited on the server: JetStream would silently stop delivering after its limit, so the
+            # consumer applies max_deliver itself and dead-letters instead (nothing is ever dropped).
+            max_deliver=-1,
             filter_subject=self.subject,
         )
         self._subscription = await self._js.pull_subscribe(
@@ -175,6 +179,10 @@ class IdempotentConsumer:
         outcomes: list[tuple[Msg, ConsumerOutcome]] = []
         poison: list[tuple[Msg, str]] = []
         for msg in messages:
+            if msg.metadata.num_delivered > self.settings.max_deliver:
+                # Every earlier delivery ended without a verdict: the consumer died or timed out applying it.
+                poison.append((msg, f"delivered {msg.metadata.num_delivered} times without being applied"))
+                continue
             try:
                 event = self._decode(msg)
             except (DecodeError, UndecodableEvent, UnknownEventType) as error:
