@@ -47,6 +47,9 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off.")
     database_url: str = "postgresql://modelhub@127.0.0.1:5432/modelhub"
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of the JetStream streams this service creates (its events, the dead letters): 1 on one
+    # machine, 3 in a cluster so a NATS node can fail without losing acknowledged events.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     jwt_algorithm: JwtAlgorithm = "HS256"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)

@@ -127,9 +127,9 @@ class IdempotentConsumer:
         self._js: JetStreamContext = nc.jetstream()
         self._subscription: JetStreamContext.PullSubscription | None = None
 
-    async def setup(self) -> None:
-        """Create the dead-letter stream and the durable consumer (idempotent)."""
-        await ensure_stream(self._js, dead_letter_stream_config())
+    async def setup(self, *, replicas: int = 1) -> None:
+        """Create the dead-letter stream (`replicas` copies) and the durable consumer (idempotent)."""
+        await ensure_stream(self._js, dead_letter_stream_config(replicas=replicas))
         await self._subscribe()
 
     async def _subscribe(self) -> None:

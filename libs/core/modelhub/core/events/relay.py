@@ -80,9 +80,9 @@ class OutboxRelay:
         self._js: JetStreamContext = nc.jetstream(publish_async_max_pending=max_in_flight)
         self._lag_checked = 0.0
 
-    async def setup(self) -> None:
-        """Create (or update) the producer's stream."""
-        await ensure_stream(self._js, events_stream_config(self.producer))
+    async def setup(self, *, replicas: int = 1) -> None:
+        """Create (or update) the producer's stream with `replicas` copies (settings.stream_replicas)."""
+        await ensure_stream(self._js, events_stream_config(self.producer, replicas=replicas))
 
     async def publish_once(self) -> int:
         """Publish the next batch and wait for it; returns how many events it held (0 when none is new).
