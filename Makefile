@@ -10,7 +10,7 @@ PROTO_OUT := libs/protos
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MODELHUB_STATE_DIR ?= $(CURDIR)/.state
 
-.PHONY: help venv protos protos-check lint format test chaos bench up down lock clean
+.PHONY: help venv protos protos-check protos-breaking lint format test chaos bench up down lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,7 +38,11 @@ protos-check: $(STAMP) ## Fail when the generated code is stale
 	if diff -r -q -x '__pycache__' -x '*.typed' $$tmp/modelhub $(PROTO_OUT)/modelhub; then rm -rf $$tmp; \
 	else rm -rf $$tmp; echo "generated code is stale: run 'make protos' and commit the result" >&2; exit 1; fi
 
-lint: $(STAMP) protos-check ## ruff (lint + format check), buf lint, mypy
+BREAKING_AGAINST ?= HEAD
+protos-breaking: $(STAMP) ## Fail when protos/ breaks the contracts of BREAKING_AGAINST (default: the last commit)
+	$(BIN)/buf breaking protos --against '.git#ref=$(BREAKING_AGAINST),subdir=protos'
+
+lint: $(STAMP) protos-check protos-breaking ## ruff (lint + format check), buf lint, buf breaking, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint protos
