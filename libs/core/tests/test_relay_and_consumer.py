@@ -20,6 +20,7 @@ from modelhub.core.events.relay import OutboxRelay
 from modelhub.core.events.store import EventStore
 from modelhub.core.nats import DEAD_LETTER_STREAM, connect, events_stream_name, events_subject
 from modelhub.devstack.nats import NatsServer
+from modelhub.events.v1 import envelope_pb2
 
 from .flow import append_events, effects, wait_until
 from .widgets import RENAMED, create_effects_table, make_registry, record_effect
@@ -229,8 +230,10 @@ async def test_poison_events_go_to_dead_letters_with_their_error_and_never_block
         relay = OutboxRelay(prepared, store, nc, producer)
         await relay.setup()
         js = nc.jetstream()
-        # Garbage where an envelope should be, published straight to the stream.
+        # Garbage where an envelope should be, and an envelope whose id is no UUID, straight to the stream.
         await js.publish(events_subject(producer, RENAMED), b"\x08\xff\xff not an envelope")
+        bad_id = envelope_pb2.EventEnvelope(event_id="not-a-uuid", event_type=RENAMED, schema_version=2)
+        await js.publish(events_subject(producer, RENAMED), bad_id.SerializeToString())
         good = await append_events(prepared, store, 3, prefix="good")
         refused = (await append_events(prepared, store, 1, prefix="refused"))[0]
         later = await append_events(prepared, store, 3, prefix="later")
@@ -246,12 +249,12 @@ async def test_poison_events_go_to_dead_letters_with_their_error_and_never_block
         dead = await js.subscribe(f"deadletter.{consumer.name}", stream=DEAD_LETTER_STREAM)
         async with running(consumer):
             await wait_until(lambda: _count_is(prepared, 6), 20, "the good events applied")
-            first = await dead.next_msg(timeout=10)
-            second = await dead.next_msg(timeout=10)
+            letters = [await dead.next_msg(timeout=10) for _ in range(3)]
         assert set(await effects(prepared)) == set(good + later)
-        errors = sorted([first.headers[ERROR_HEADER], second.headers[ERROR_HEADER]])  # type: ignore[index]
+        errors = sorted(letter.headers[ERROR_HEADER] for letter in letters)  # type: ignore[index]
         assert errors[0].startswith("ValueError: this event breaks a rule")
-        assert errors[1].startswith("undecodable event")
+        assert errors[1].startswith("undecodable event: Error parsing message")
+        assert errors[2] == "undecodable event: event_id 'not-a-uuid' is not a UUID"
         info = await js.consumer_info(events_stream_name(producer), consumer.name)
         assert info.num_ack_pending == 0
         assert info.num_pending == 0

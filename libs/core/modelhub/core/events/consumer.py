@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -262,6 +263,10 @@ class IdempotentConsumer:
         envelope = envelope_pb2.EventEnvelope.FromString(msg.data)
         if envelope.event_type not in self.event_types:
             return None
+        try:
+            uuid.UUID(envelope.event_id)
+        except ValueError:
+            raise UndecodableEvent(f"event_id {envelope.event_id[:64]!r} is not a UUID") from None
         payload = self.registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
         return ReceivedEvent(envelope=envelope, payload=payload, headers=dict(msg.headers or {}))
 

@@ -78,7 +78,14 @@ def wrap_handler(handler: MethodHandler, scope: Scope) -> MethodHandler:
 
 
 class ScopedInterceptor(_ServerInterceptor, abc.ABC):
-    """Base class: run every call of the methods it cares about inside `scope_for(details)(context)`."""
+    """Base class: run every call of the methods it cares about inside `scope_for(details)(context)`.
+
+    The wrapped handler is built once per method and reused while the next handler stays the same object
+    (it does: generic handlers hand out the same handler per method, and so does every ScopedInterceptor
+    further in), so `scope_for` must depend on `details.method` only; per-call state belongs in the scope.
+    """
+
+    _wrapped: dict[str, tuple[MethodHandler, MethodHandler]]
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -87,8 +94,19 @@ class ScopedInterceptor(_ServerInterceptor, abc.ABC):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # type: ignore[return-value]  # grpc answers UNIMPLEMENTED
+        method = handler_call_details.method
+        try:
+            cache = self._wrapped
+        except AttributeError:
+            cache = self._wrapped = {}
+        cached = cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         scope = self.scope_for(handler_call_details)
-        return handler if scope is None else wrap_handler(handler, scope)
+        wrapped = handler if scope is None else wrap_handler(handler, scope)
+        if len(cache) < 10_000:  # a bound against unknown method names
+            cache[method] = (handler, wrapped)
+        return wrapped
 
     @abc.abstractmethod
     def scope_for(self, details: grpc.HandlerCallDetails) -> Scope | None:
