@@ -16,6 +16,7 @@ from modelhub.core.nats import connect
 from modelhub.ledger.adapters import migrations
 from modelhub.ledger.adapters.events import PRODUCER, make_registry
 from modelhub.ledger.config import LedgerSettings
+from modelhub.ledger.entrypoints.consumers import serve_rewards
 from modelhub.ledger.entrypoints.grpc import SERVICE_NAME, LedgerServicer, add_to_server
 from modelhub.ledger.handlers import Clock, Ledger, utcnow
 
@@ -44,7 +45,8 @@ async def expire_holds_forever(ledger: Ledger, stop: asyncio.Event, interval: fl
 
 
 async def serve(settings: LedgerSettings) -> None:
-    """Migrate, then serve gRPC with the outbox relay and the hold expiry loop beside it, until SIGTERM."""
+    """Migrate, then serve gRPC with the outbox relay, the rewards consumer and the hold expiry loop beside
+    it, until SIGTERM."""
     if settings.migrate_on_start:
         await asyncio.to_thread(migrations.upgrade, settings.database_url)
     engine = create_engine(
@@ -61,6 +63,8 @@ async def serve(settings: LedgerSettings) -> None:
             relay = OutboxRelay(engine, ledger.store, nc, PRODUCER)
             await relay.setup()
             tasks.append(asyncio.create_task(relay.run(stop)))
+        if settings.run_rewards:  # in the background: it waits for NATS and for the catalog's stream
+            tasks.append(asyncio.create_task(serve_rewards(ledger, settings, stop)))
         await server.serve()
     finally:
         stop.set()

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from modelhub.core.config import ServiceSettings, env_prefix
+from modelhub.ledger.domain.model import INT64_MAX
 
 
 class LedgerSettings(ServiceSettings):
@@ -23,3 +24,17 @@ class LedgerSettings(ServiceSettings):
     run_relay: bool = True
     """Publish the ledger's events to JetStream from this process (the outbox relay)."""
     migrate_on_start: bool = True
+    run_rewards: bool = True
+    """Grant reward Buzz for catalog events from this process (the consumer "ledger-rewards")."""
+    reward_review_amount: int = Field(default=5, ge=0, le=INT64_MAX)
+    """Blue Buzz a user earns per review written (0 turns the rule off)."""
+    reward_review_daily_cap: int = Field(default=50, ge=0, le=INT64_MAX)
+    """The most blue Buzz one user earns from reviews per UTC day."""
+    reward_version_published_amount: int = Field(default=50, ge=0, le=INT64_MAX)
+    """Blue Buzz a creator earns per model version published (0 turns the rule off)."""
+    reward_version_published_daily_cap: int = Field(default=150, ge=0, le=INT64_MAX)
+    """The most blue Buzz one creator earns from publishing per UTC day."""
+    reward_download_amount: int = Field(default=1, ge=0, le=INT64_MAX)
+    """Blue Buzz a creator earns per download of their model versions (0 turns the rule off)."""
+    reward_download_daily_cap: int = Field(default=500, ge=0, le=INT64_MAX)
+    """The most blue Buzz one creator earns from downloads per UTC day."""

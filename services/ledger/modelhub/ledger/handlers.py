@@ -1,4 +1,5 @@
-"""Use cases of the ledger: one database transaction per command.
+"""Use cases of the ledger: one database transaction per command, or, for posting requests, per batch of
+concurrent commands (see `_write_batch` and docs/ledger.md, Performance), with the same guarantees.
 
 The shape of every mutating command:
 
@@ -16,9 +17,11 @@ a failed key stays failed.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
@@ -27,13 +30,17 @@ from uuid_utils.compat import uuid7
 
 from modelhub.core.errors import DomainError, NotFound
 from modelhub.core.events.store import EventStore
+from modelhub.core.telemetry.propagation import inject_headers
 from modelhub.ledger.adapters.repository import (
+    BatchRepository,
+    BatchWrite,
     LedgerRepository,
     MissingAccounts,
     NewRequest,
     StoredRequest,
     create_accounts,
 )
+from modelhub.ledger.batching import Batcher
 from modelhub.ledger.domain import events
 from modelhub.ledger.domain.commands import (
     Actor,
@@ -76,6 +83,7 @@ from modelhub.ledger.domain.rules import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
@@ -94,13 +102,62 @@ class _Failed(Exception):
         self.failure = failure
 
 
-class Ledger:
-    """The ledger's use cases over one database (engine) and its event store."""
+class _Alone:
+    """A batch could not be written as a whole: the request runs in a transaction of its own instead."""
 
-    def __init__(self, engine: AsyncEngine, store: EventStore, *, clock: Clock = utcnow) -> None:
+
+class _Replay:
+    """The request's key was recorded before its batch: answer the stored outcome."""
+
+
+_ALONE = _Alone()
+_REPLAY = _Replay()
+
+
+@dataclass(eq=False)
+class _Job:
+    """One posting request waiting for its batch."""
+
+    actor: Actor
+    command: TransferCommand | PayForGenerationCommand
+    keys: frozenset[AccountKey]
+    planner: Callable[[Mapping[AccountKey, BalanceState]], Plan]
+    """Decides the request's legs on its locked balances (raises LedgerFailure)."""
+    future: asyncio.Future[object]
+    request: NewRequest
+    """Prepared by the caller (fingerprint included), outside the batch's transaction."""
+    carrier: dict[str, str] = field(default_factory=dict)
+    """The caller's trace context, for the events."""
+
+    @property
+    def dedup_key(self) -> Hashable:
+        return (self.actor.id, self.command.key)
+
+
+class Ledger:
+    """The ledger's use cases over one database (engine) and its event store.
+
+    Posting requests (transfer, pay_for_generation, the items of batch) go through an in-process batcher
+    by default: concurrent requests share one transaction (see _write_batch); `batching=False` gives each
+    its own.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: EventStore,
+        *,
+        clock: Clock = utcnow,
+        batching: bool = True,
+        max_batch: int = 1000,
+        max_batches_in_flight: int = 1,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
+        self._batcher: Batcher[_Job] | None = (
+            Batcher(self._flush, max_items=max_batch, max_in_flight=max_batches_in_flight) if batching else None
+        )
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -229,57 +286,247 @@ class Ledger:
 
     async def transfer(self, actor: Actor, command: TransferCommand) -> list[TransferRecord]:
         """Post linked legs, all or nothing."""
+        keys, planner = self._transfer_plan(actor, command)
+        return await self._posting(actor, command, keys, planner)
+
+    @staticmethod
+    def _transfer_plan(
+        actor: Actor, command: TransferCommand
+    ) -> tuple[frozenset[AccountKey], Callable[[Mapping[AccountKey, BalanceState]], Plan]]:
         authorize_legs(actor, command.legs)
-        keys = {k for leg in command.legs for k in (leg.debit_key, leg.credit_key)}
+        keys = frozenset(k for leg in command.legs for k in (leg.debit_key, leg.credit_key))
 
-        async def body(repo: LedgerRepository, balances: dict[AccountKey, BalanceState]) -> list[TransferRecord]:
-            request_id = uuid7()
-            try:
-                plan = plan_transfer(command.legs, balances)
-            except LedgerFailure as failure:
-                await self._fail(repo, actor, command, request_id, failure)
-            return await self._post(repo, actor, command, request_id, plan)
+        def planner(balances: Mapping[AccountKey, BalanceState]) -> Plan:
+            return plan_transfer(command.legs, balances)
 
-        return await self._run(actor, command, keys, body, self._replay_transfers)
+        return keys, planner
 
     async def pay_for_generation(self, actor: Actor, command: PayForGenerationCommand) -> list[TransferRecord]:
         """Charge a generation: blue Buzz first, then yellow, in one transaction."""
         authorize_debit_of(actor, command.user_id)
         user = Owner.user(command.user_id)
         escrow_legs = generation_legs(command.user_id, 1, 1)
-        keys = {k for leg in escrow_legs for k in (leg.debit_key, leg.credit_key)}
+        keys = frozenset(k for leg in escrow_legs for k in (leg.debit_key, leg.credit_key))
+
+        def planner(balances: Mapping[AccountKey, BalanceState]) -> Plan:
+            from_blue, from_yellow = split_generation(
+                command.user_id,
+                command.amount,
+                balances[AccountKey(user, Currency.BLUE)],
+                balances[AccountKey(user, Currency.YELLOW)],
+            )
+            return plan_transfer(generation_legs(command.user_id, from_blue, from_yellow), balances)
+
+        return await self._posting(actor, command, keys, planner)
+
+    async def batch(
+        self, actor: Actor, commands: Sequence[TransferCommand | DomainError]
+    ) -> list[list[TransferRecord] | DomainError]:
+        """Each command on its own: one's failure does not affect the others. Invalid items come in as
+        their error. The items are queued in order, so the batcher applies them in order (most often in
+        one transaction), each with its own outcome."""
+        if self._batcher is None:
+            results: list[list[TransferRecord] | DomainError] = []
+            for command in commands:
+                if isinstance(command, DomainError):
+                    results.append(command)
+                    continue
+                try:
+                    results.append(await self.transfer(actor, command))
+                except DomainError as error:
+                    results.append(error)
+            return results
+        slots: list[_Job | DomainError] = []
+        for command in commands:
+            if isinstance(command, DomainError):
+                slots.append(command)
+                continue
+            try:
+                keys, planner = self._transfer_plan(actor, command)
+            except DomainError as error:
+                slots.append(error)
+                continue
+            slots.append(self._submit(actor, command, keys, planner))
+        # Awaited one after the other, not as tasks: the futures are mostly settled by one batch together.
+        answers: list[list[TransferRecord] | DomainError] = []
+        for slot in slots:
+            if isinstance(slot, DomainError):
+                answers.append(slot)
+                continue
+            try:
+                answers.append(await self._settle(slot))
+            except DomainError as error:
+                answers.append(error)
+        return answers
+
+    # -- batching ---------------------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        actor: Actor,
+        command: TransferCommand | PayForGenerationCommand,
+        keys: frozenset[AccountKey],
+        planner: Callable[[Mapping[AccountKey, BalanceState]], Plan],
+    ) -> _Job:
+        """Queue a posting request for the batcher (the caller then awaits `_settle`)."""
+        assert self._batcher is not None
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(actor, command, keys, planner, future, self._request(actor, command, uuid7()))
+        inject_headers(job.carrier)
+        self._batcher.submit(job)
+        return job
+
+    async def _settle(self, job: _Job) -> list[TransferRecord]:
+        """The outcome of a submitted job: its records, its failure raised, the stored outcome of its key,
+        or, when its batch failed as a whole, its outcome in a transaction of its own."""
+        outcome = await job.future
+        if outcome is _REPLAY:
+            return await self._replay(job.actor, job.command, self._replay_transfers)
+        if outcome is _ALONE:
+            return await self._alone(job.actor, job.command, job.keys, job.planner)
+        return outcome  # type: ignore[return-value]
+
+    async def _posting(
+        self,
+        actor: Actor,
+        command: TransferCommand | PayForGenerationCommand,
+        keys: frozenset[AccountKey],
+        planner: Callable[[Mapping[AccountKey, BalanceState]], Plan],
+    ) -> list[TransferRecord]:
+        """Post through the batcher, or alone when batching is off."""
+        if self._batcher is not None:
+            return await self._settle(self._submit(actor, command, keys, planner))
+        return await self._alone(actor, command, keys, planner)
+
+    async def _alone(
+        self,
+        actor: Actor,
+        command: TransferCommand | PayForGenerationCommand,
+        keys: frozenset[AccountKey],
+        planner: Callable[[Mapping[AccountKey, BalanceState]], Plan],
+    ) -> list[TransferRecord]:
+        """Post in a transaction of its own."""
 
         async def body(repo: LedgerRepository, balances: dict[AccountKey, BalanceState]) -> list[TransferRecord]:
             request_id = uuid7()
             try:
-                from_blue, from_yellow = split_generation(
-                    command.user_id,
-                    command.amount,
-                    balances[AccountKey(user, Currency.BLUE)],
-                    balances[AccountKey(user, Currency.YELLOW)],
-                )
-                plan = plan_transfer(generation_legs(command.user_id, from_blue, from_yellow), balances)
+                plan = planner(balances)
             except LedgerFailure as failure:
                 await self._fail(repo, actor, command, request_id, failure)
             return await self._post(repo, actor, command, request_id, plan)
 
         return await self._run(actor, command, keys, body, self._replay_transfers)
 
-    async def batch(
-        self, actor: Actor, commands: Sequence[TransferCommand | DomainError]
-    ) -> list[list[TransferRecord] | DomainError]:
-        """Each command on its own: one's failure does not affect the others. Invalid items come in as
-        their error."""
-        results: list[list[TransferRecord] | DomainError] = []
-        for command in commands:
-            if isinstance(command, DomainError):
-                results.append(command)
+    async def _flush(self, jobs: list[_Job]) -> None:
+        """Write a batch and settle its jobs. If the batch as a whole fails (anything but a request's own
+        LedgerFailure, which is recorded as its outcome), every job is retried in a transaction of its own,
+        so one bad request cannot fail the others."""
+        try:
+            outcomes = await self._write_batch(jobs)
+        except Exception:
+            log.warning("a batch of %d requests failed: running each alone", len(jobs), exc_info=True)
+            outcomes = [_ALONE] * len(jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.future.done():
                 continue
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+
+    async def _write_batch(self, jobs: list[_Job]) -> list[object]:
+        """One transaction for all `jobs`: lock the union of their balance rows in account-id order (one
+        statement, so concurrent batches and single requests never deadlock), skip the keys recorded
+        already, decide each request in queue order on the balances the requests before it left, then write
+        everything (requests, failed ones included; balances; transfers; postings; events) in one statement
+        and commit. A key taken meanwhile by a concurrent transaction makes the write report fewer requests:
+        roll back and decide again."""
+        keys = frozenset().union(*(job.keys for job in jobs))
+        requests = {(job.actor.id, job.command.key) for job in jobs}
+        for _ in range(5):
             try:
-                results.append(await self.transfer(actor, command))
-            except DomainError as error:
-                results.append(error)
-        return results
+                async with self.engine.connect() as conn:
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    repo = BatchRepository(raw, self.store)
+                    async with raw.transaction():
+                        balances, taken = await repo.lock_and_find_taken(keys, requests)
+                        outcomes, write = self._plan_batch(jobs, balances, taken)
+                        if not await repo.post_batch(write):
+                            raise _KeyTaken
+                return outcomes
+            except MissingAccounts as missing:
+                await create_accounts(self.engine, missing.keys)
+            except _KeyTaken:
+                continue
+        raise RuntimeError("the batch kept meeting taken keys or missing accounts")
+
+    def _plan_batch(
+        self, jobs: list[_Job], balances: dict[AccountKey, BalanceState], taken: set[tuple[str, str]]
+    ) -> tuple[list[object], BatchWrite]:
+        running = dict(balances)
+        write = BatchWrite()
+        outcomes: list[object] = []
+        for job in jobs:
+            actor, command = job.actor, job.command
+            if (actor.id, command.key) in taken:
+                outcomes.append(_REPLAY)
+                continue
+            request = job.request
+            try:
+                plan = job.planner({k: running[k] for k in job.keys})
+            except LedgerFailure as failure:
+                write.requests.append((request, failure))
+                outcomes.append(failure)
+                continue
+            write.requests.append((request, None))
+            for key in plan.changed:
+                state = running[key] = plan.balances[key]
+                write.balances[state.account_id] = state
+            metadata = dict(command.metadata)
+            stream = f"ledger-request-{request.request_id}"
+            records = []
+            for index, posted in enumerate(plan.posted):
+                transfer_id = uuid7()
+                leg = posted.leg
+                debit, credit = running[leg.debit_key].account_id, running[leg.credit_key].account_id
+                write.transfers.append((transfer_id, request, index, leg, debit, credit, command.memo, metadata))
+                write.postings.append((transfer_id, debit, leg.currency.value, -leg.amount, posted.debit_after))
+                write.postings.append((transfer_id, credit, leg.currency.value, leg.amount, posted.credit_after))
+                write.new_events.append(
+                    (
+                        stream,
+                        index + 1,
+                        events.TransferPosted(
+                            transfer_id=str(transfer_id),
+                            idempotency_key=command.key,
+                            principal_id=actor.id,
+                            leg_index=index,
+                            leg_count=len(plan.posted),
+                            leg=leg,
+                            memo=command.memo,
+                            metadata=command.metadata,
+                            debit_balance_after=posted.debit_after,
+                            credit_balance_after=posted.credit_after,
+                        ),
+                        job.carrier,
+                    )
+                )
+                records.append(
+                    TransferRecord(
+                        id=str(transfer_id),
+                        idempotency_key=command.key,
+                        principal_id=actor.id,
+                        leg_index=index,
+                        leg=leg,
+                        memo=command.memo,
+                        metadata=dict(command.metadata),
+                        hold_id="",
+                        created_at=request.now,
+                    )
+                )
+            outcomes.append(records)
+        return outcomes, write
 
     # -- holds ------------------------------------------------------------------------------------------
 
