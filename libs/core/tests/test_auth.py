@@ -57,6 +57,26 @@ def test_leeway_accepts_tokens_that_just_expired() -> None:
         TokenVerifier(SECRET, leeway_seconds=0).verify(token)
 
 
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    verifier = TokenVerifier(SECRET, leeway_seconds=0)
+    token = issue_token("u", key=SECRET, expires_in=60)
+    assert verifier.verify(token).id == "u"
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: pytest.fail("a remembered token is decoded again"))
+    assert verifier.verify(token).id == "u"
+    later = time.time() + 120  # past exp: the token is checked again (and PyJWT finds it expired)
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    def expired_now(*args: object, **kwargs: object) -> None:
+        raise jwt.ExpiredSignatureError
+
+    monkeypatch.setattr(jwt, "decode", expired_now)
+    with pytest.raises(Unauthenticated) as expired:
+        verifier.verify(token)
+    assert reason(expired) == "TOKEN_EXPIRED"
+
+
 @pytest.mark.parametrize("missing", ["exp", "sub"])
 def test_exp_and_sub_are_required(missing: str) -> None:
     claims = {"sub": "u", "exp": 4_000_000_000, "roles": ["user"]}
