@@ -20,9 +20,10 @@ from modelhub.core.events.relay import OutboxRelay
 from modelhub.core.events.store import EventStore
 from modelhub.core.nats import DEAD_LETTER_STREAM, connect, events_stream_name, events_subject
 from modelhub.devstack.nats import NatsServer
+from modelhub.devstack.waiting import wait_until
 from modelhub.events.v1 import envelope_pb2
 
-from .flow import append_events, effects, wait_until
+from .flow import append_events, effects
 from .widgets import RENAMED, create_effects_table, make_registry, record_effect
 
 WORKER = Path(__file__).parent / "relay_worker.py"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -86,14 +84,6 @@ async def running(*consumers: IdempotentConsumer) -> AsyncIterator[asyncio.Event
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def inbox_count(engine: AsyncEngine, consumer: str) -> int:
     async with engine.connect() as conn:
         result = await conn.execute(text("SELECT count(*) FROM consumer_inbox WHERE consumer = :c"), {"c": consumer})
@@ -113,13 +103,3 @@ async def reward_transfers(engine: AsyncEngine) -> list[tuple[str, int, dict[str
             text("SELECT idempotency_key, amount, metadata FROM transfers WHERE type = 'REWARD' ORDER BY seq")
         )
         return [(r.idempotency_key, r.amount, r.metadata) for r in rows]
-
-
-def audit(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelhub.ledger.audit", "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )

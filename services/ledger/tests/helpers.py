@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
 
 from sqlalchemy import text
@@ -54,3 +56,14 @@ async def balance(ledger: Ledger, owner: Owner, currency: Currency = Currency.YE
 async def count(engine: AsyncEngine, table: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+def audit(url: str) -> subprocess.CompletedProcess[str]:
+    """Run the audit command against a database, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelhub.ledger.audit", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

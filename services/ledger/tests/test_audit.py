@@ -15,17 +15,7 @@ from modelhub.ledger.domain.commands import Actor
 from modelhub.ledger.domain.model import Owner, SystemAccount, TransferType
 from modelhub.ledger.handlers import Ledger
 
-from .helpers import SERVICE, fund, leg, transfer, user
-
-
-def audit(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelhub.ledger.audit", "--database-url", url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from .helpers import SERVICE, audit, fund, leg, transfer, user
 
 
 async def populate(ledger: Ledger) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.core.events.consumer import ERROR_HEADER, ConsumerSettings, IdempotentConsumer
 from modelhub.core.nats import DEAD_LETTER_STREAM, connect, events_stream_name
 from modelhub.devstack.nats import NatsServer
+from modelhub.devstack.waiting import wait_until
 from modelhub.events.v1 import envelope_pb2
 from modelhub.ledger.config import LedgerSettings
 from modelhub.ledger.domain.model import INT64_MAX, Currency, TransferType
@@ -40,7 +41,6 @@ from modelhub.ledger.handlers import Ledger
 
 from .catalog_events import (
     DAY,
-    audit,
     create_stream,
     downloads,
     envelope,
@@ -51,9 +51,8 @@ from .catalog_events import (
     review,
     reward_transfers,
     running,
-    wait_until,
 )
-from .helpers import balance, user
+from .helpers import audit, balance, user
 
 POLICY = RewardPolicy(
     {
