@@ -46,7 +46,7 @@ lint: $(STAMP) protos-check protos-breaking ## ruff (lint + format check), buf l
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint protos
-	$(BIN)/mypy libs/core/modelhub tools/devstack/modelhub $(wildcard services/*/modelhub)
+	$(BIN)/mypy libs/core/modelhub tools/devstack/modelhub $(wildcard services/*/modelhub) bench
 
 format: $(STAMP) ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .

@@ -1,11 +1,13 @@
 """Load generator of the ledger benchmark, in a process of its own (its CPU is not the server's).
 
-    python bench/ledger/load.py ADDRESS SECRET MODE CONCURRENCY SECONDS [BATCH_SIZE]
+    python bench/ledger/load.py ADDRESS SECRET MODE CONCURRENCY SECONDS [BATCH_SIZE [CHANNELS]]
 
 MODE: `fund` (mint yellow Buzz to every user), `single` (Transfer RPCs, one TIP leg user -> user, each
 call as the paying user), `tip` (Tip RPCs with the platform fee leg: every call also credits the one
 PLATFORM_FEES row), `batch` (BatchTransfer RPCs of BATCH_SIZE such transfers, as a service). Prints one
-JSON object: calls, transfers, failures, elapsed seconds, latencies (ms) of the calls measured.
+JSON object: calls, transfers, failures, elapsed seconds, latencies (ms) of the calls measured. The calls
+go round-robin over CHANNELS channels (default 1), each its own TCP connection, so that a ledger with
+several worker processes on one port (SO_REUSEPORT spreads connections, not calls) gets load on each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import sys
 import time
 import uuid
+from typing import Any
 
 import grpc.aio
 
@@ -47,14 +50,21 @@ def pair(rng: random.Random) -> tuple[int, int]:
     return payer, (payer + 1 + rng.randrange(USERS - 1)) % USERS
 
 
-async def main(address: str, secret: str, mode: str, concurrency: int, seconds: float, batch_size: int) -> None:
+async def main(
+    address: str, secret: str, mode: str, concurrency: int, seconds: float, batch_size: int, channels: int
+) -> None:
     service = (("authorization", f"Bearer {issue_token('bench-service', ('service',), key=secret)}"),)
     users = [(("authorization", f"Bearer {issue_token(user(i), ('user',), key=secret)}"),) for i in range(USERS)]
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
     counts = {"calls": 0, "transfers": 0, "failures": 0}
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = LedgerServiceStub(channel)
+    # A local subchannel pool per channel: otherwise channels to one address share one connection.
+    opened = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)
+    ]
+    stubs = [LedgerServiceStub(channel) for channel in opened]
+    stub = stubs[0]
+    try:
         if mode == "fund":
             for start in range(0, USERS, 500):
                 batch = pb.BatchTransferRequest(
@@ -86,28 +96,30 @@ async def main(address: str, secret: str, mode: str, concurrency: int, seconds: 
         async def worker(w: int) -> None:
             nonlocal measured_start, measured_end
             rng = random.Random(w)
+            client = stubs[w % len(stubs)]
             n = 0
             while (now := time.perf_counter()) < stop_at:
                 n += 1
                 key = f"{run}-{w}-{n}"
+                call: Any
                 if mode == "batch":
                     items = []
                     for j in range(batch_size):
                         payer, payee = pair(rng)
                         items.append(pb.TransferRequest(idempotency_key=f"{key}-{j}", legs=[tip_leg(payer, payee, 1)]))
-                    call = stub.BatchTransfer(pb.BatchTransferRequest(transfers=items), metadata=service, timeout=60)
+                    call = client.BatchTransfer(pb.BatchTransferRequest(transfers=items), metadata=service, timeout=60)
                     transfers = batch_size
                 elif mode == "tip":
                     payer, payee = pair(rng)
-                    request = pb.TipRequest(
+                    tip = pb.TipRequest(
                         idempotency_key=key, from_user_id=user(payer), to_user_id=user(payee), amount=100
                     )
-                    call = stub.Tip(request, metadata=users[payer], timeout=30)
+                    call = client.Tip(tip, metadata=users[payer], timeout=30)
                     transfers = 1
                 else:
                     payer, payee = pair(rng)
                     request = pb.TransferRequest(idempotency_key=key, legs=[tip_leg(payer, payee, 1)])
-                    call = stub.Transfer(request, metadata=users[payer], timeout=30)
+                    call = client.Transfer(request, metadata=users[payer], timeout=30)
                     transfers = 1
                 response = await call
                 done = time.perf_counter()
@@ -122,6 +134,9 @@ async def main(address: str, secret: str, mode: str, concurrency: int, seconds: 
                         counts["failures"] += sum(1 for r in response.results if r.HasField("failure"))
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        for channel in opened:
+            await channel.close(None)
     print(
         json.dumps(
             {
@@ -136,4 +151,5 @@ async def main(address: str, secret: str, mode: str, concurrency: int, seconds: 
 if __name__ == "__main__":
     address, secret, mode, concurrency, seconds = sys.argv[1:6]
     batch_size = int(sys.argv[6]) if len(sys.argv) > 6 else 0
-    asyncio.run(main(address, secret, mode, int(concurrency), float(seconds), batch_size))
+    channels = int(sys.argv[7]) if len(sys.argv) > 7 else 1
+    asyncio.run(main(address, secret, mode, int(concurrency), float(seconds), batch_size, channels))

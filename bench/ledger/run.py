@@ -12,7 +12,10 @@ server's process. Measures, in one run:
   row (the hot-row case);
 - batched: transfers per second through BatchTransfer (each of BATCH_SIZES transfers per call,
   BATCH_CONCURRENCY calls in flight).
-Writes bench/results/ledger.json.
+WORKERS (env BENCH_LEDGER_WORKERS, default 2) is the ledger's MODELHUB_LEDGER_WORKERS: that many server
+processes on the port. The client spreads its calls over CHANNELS connections, so that SO_REUSEPORT
+spreads them over the workers; the CPU seconds each ledger process used per phase are recorded.
+Writes bench/results/ledger.json (or BENCH_LEDGER_RESULTS).
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ from modelhub.devstack.postgres import PostgresServer
 from modelhub.ledger.adapters.migrations import upgrade
 
 CONCURRENCY = 64
+WORKERS = int(os.environ.get("BENCH_LEDGER_WORKERS", "2"))  # 2 measured best here (docs/ledger.md)
+CHANNELS = 8  # client connections; the kernel spreads them over the workers by a hash of their ports
 SECONDS = 10.0
 BATCH_SIZES = (100, 500)  # 500 is the most one BatchTransfer call may carry
 BATCH_CONCURRENCY = 4
 TIP_FEE_BASIS_POINTS = 500
 SECRET = "ledger-bench-secret-long-enough-for-hs256"
 LOAD = Path(__file__).parent / "load.py"
-RESULTS = Path(__file__).parent.parent / "results" / "ledger.json"
+RESULTS = Path(os.environ.get("BENCH_LEDGER_RESULTS", Path(__file__).parent.parent / "results" / "ledger.json"))
 
 
 async def measure_baseline(url: str, connections: int, seconds: float) -> dict[str, Any]:
@@ -85,6 +90,7 @@ def summary(count: int, seconds: float, latencies: list[float]) -> dict[str, Any
 
 def load(address: str, mode: str, concurrency: int, seconds: float, batch_size: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, str(LOAD), address, SECRET, mode, str(concurrency), str(seconds), str(batch_size)]
+    cmd.append(str(CHANNELS))
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"load {mode} failed: {result.stderr[-3000:]}")
@@ -100,6 +106,7 @@ def start_ledger(database_url: str, nats_url: str, port: int) -> subprocess.Pope
         "MODELHUB_LEDGER_JWT_SECRET": SECRET,
         "MODELHUB_LEDGER_LOG_LEVEL": "WARNING",
         "MODELHUB_LEDGER_TIP_FEE_BASIS_POINTS": str(TIP_FEE_BASIS_POINTS),
+        "MODELHUB_LEDGER_WORKERS": str(WORKERS),
     }
     return subprocess.Popen([sys.executable, "-m", "modelhub.ledger"], env=env)
 
@@ -126,6 +133,19 @@ async def wait_relayed(database_url: str, nats_url: str, limit: float = 120.0) -
                 await asyncio.sleep(0.2)
     finally:
         await nc.close()
+
+
+def server_pids(ledger: subprocess.Popen[bytes]) -> list[int]:
+    """The processes serving: the ledger itself, or its workers."""
+    if WORKERS == 1:
+        return [ledger.pid]
+    return [int(pid) for pid in Path(f"/proc/{ledger.pid}/task/{ledger.pid}/children").read_text().split()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def check_audit(database_url: str) -> bool:
@@ -157,9 +177,16 @@ def main() -> None:
         ledger = start_ledger(database_url, nats_server.url, port)
         asyncio.run(wait_ready(address))
 
+        pids = server_pids(ledger)
+        cpu: dict[str, list[float]] = {}
+
         def phase(mode: str, concurrency: int, batch_size: int = 0) -> dict[str, Any]:
             asyncio.run(wait_relayed(database_url, nats_server.url))
-            return load(address, mode, concurrency, SECONDS, batch_size)
+            before = [cpu_seconds(pid) for pid in pids]
+            run = load(address, mode, concurrency, SECONDS, batch_size)
+            name = f"{mode}_{batch_size or concurrency}"
+            cpu[name] = [round(cpu_seconds(pid) - b, 2) for pid, b in zip(pids, before, strict=True)]
+            return run
 
         load(address, "fund", 1, 0)
         single_run = phase("single", CONCURRENCY)
@@ -193,7 +220,8 @@ def main() -> None:
             "postgres": "fsync on, synchronous_commit on (durable)",
             "ledger": "python -m modelhub.ledger subprocess, outbox relay to JetStream on, default pool; each "
             "phase starts once the relay has published the previous phases' events",
-            "client": "bench/ledger/load.py in its own process, grpc.aio, one channel",
+            "ledger_workers": WORKERS,
+            "client": f"bench/ledger/load.py in its own process, grpc.aio, {CHANNELS} channels (connections)",
             "concurrency": CONCURRENCY,
             "measure_seconds": SECONDS,
             "users": 2_000,
@@ -216,6 +244,7 @@ def main() -> None:
             for size, run in batch_runs.items()
         },
         "single_to_baseline_ratio": round(single["per_s"] / baseline["per_s"], 3),
+        "ledger_cpu_s_per_process_per_phase": cpu,
         "audit_passed": audit_ok,
         "goals": {
             "single_transfers_per_s": 1000,

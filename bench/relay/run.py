@@ -170,7 +170,7 @@ def bench_consumer(
         stream=events_stream_name(producer),
         subject=events_subject(producer),
         settings=ConsumerSettings(batch_size=500),
-        **handlers,  # type: ignore[arg-type]
+        **handlers,
     )
 
 

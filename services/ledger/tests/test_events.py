@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import grpc.aio
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -110,16 +113,26 @@ async def test_relay_publishes_ledger_events_to_jetstream(
         await nc.close()
 
 
-async def test_the_service_process_serves_and_publishes(migrated_url: str, nats_server: NatsServer) -> None:
-    """`python -m modelhub.ledger` end to end: migrations, gRPC, the relay inside the process, SIGTERM."""
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_service_process_serves_and_publishes(
+    migrated_url: str, nats_server: NatsServer, workers: int
+) -> None:
+    """`python -m modelhub.ledger` end to end: migrations, gRPC, the relay inside the process, SIGTERM; with
+    2 workers, the parent starts two server processes on the port and stops them on SIGTERM."""
     port = free_port()
     env = os.environ | {
         "MODELHUB_LEDGER_DATABASE_URL": migrated_url,
         "MODELHUB_LEDGER_NATS_URL": nats_server.url,
         "MODELHUB_LEDGER_GRPC_PORT": str(port),
         "MODELHUB_LEDGER_JWT_SECRET": SECRET,
+        "MODELHUB_LEDGER_WORKERS": str(workers),
     }
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelhub.ledger", env=env)
+    worker_pids: list[int] = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
@@ -153,9 +166,17 @@ async def test_the_service_process_serves_and_publishes(migrated_url: str, nats_
             assert (envelope.event_type, envelope.producer) == ("ledger.TransferPosted", "ledger")
         finally:
             await nc.close()
+        if workers > 1 and sys.platform.startswith("linux"):
+            worker_pids = children(process.pid)
+            assert len(worker_pids) == workers
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
+        for pid in worker_pids:  # every worker has exited (and been reaped) before the parent
+            assert not Path(f"/proc/{pid}").exists()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        for pid in worker_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

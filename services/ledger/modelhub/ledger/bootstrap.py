@@ -29,7 +29,9 @@ def build_ledger(engine: AsyncEngine, *, clock: Clock = utcnow) -> Ledger:
 
 def build_server(settings: LedgerSettings, ledger: Ledger) -> GrpcServer:
     servicer = LedgerServicer(ledger, tip_fee_basis_points=settings.tip_fee_basis_points)
-    return GrpcServer(settings, [ServiceRegistration(SERVICE_NAME, servicer, add_to_server)])
+    # Several workers bind the same port; the kernel spreads incoming connections over them.
+    options = [("grpc.so_reuseport", 1)] if settings.workers > 1 else []
+    return GrpcServer(settings, [ServiceRegistration(SERVICE_NAME, servicer, add_to_server)], options=options)
 
 
 async def expire_holds_forever(ledger: Ledger, stop: asyncio.Event, interval: float) -> None:
@@ -55,7 +57,9 @@ async def serve(settings: LedgerSettings) -> None:
     ledger = build_ledger(engine)
     server = build_server(settings, ledger)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(expire_holds_forever(ledger, stop, settings.hold_expiry_interval_seconds))]
+    tasks: list[asyncio.Task[None]] = []
+    if settings.run_hold_expiry:
+        tasks.append(asyncio.create_task(expire_holds_forever(ledger, stop, settings.hold_expiry_interval_seconds)))
     nc = None
     try:
         if settings.run_relay:

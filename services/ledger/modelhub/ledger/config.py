@@ -16,11 +16,18 @@ class LedgerSettings(ServiceSettings):
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     database_url: str = "postgresql://modelhub@127.0.0.1:5432/ledger"
     db_pool_size: int = Field(default=20, ge=1)
+    """Database connections kept open, for the whole service: with several workers each gets its share."""
     db_max_overflow: int = Field(default=10, ge=0)
+    """Extra connections opened under load, for the whole service, shared out like db_pool_size."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes: more than 1 starts that many workers on the same port (SO_REUSEPORT) under a
+    parent that forwards SIGTERM/SIGINT; the relay, rewards and hold expiry run in worker 0 only."""
     tip_fee_basis_points: int = Field(default=0, ge=0, lt=10_000)
     """Platform fee on tips in 1/100 %, paid to system:platform-fees as a linked leg (0 = no fee leg)."""
     hold_expiry_interval_seconds: float = Field(default=1.0, gt=0)
     """How often the service looks for pending holds past their timeout."""
+    run_hold_expiry: bool = True
+    """Expire due holds from this process (the sweep every hold_expiry_interval_seconds)."""
     run_relay: bool = True
     """Publish the ledger's events to JetStream from this process (the outbox relay)."""
     migrate_on_start: bool = True
