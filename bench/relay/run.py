@@ -53,6 +53,7 @@ APPENDS = 6_000
 STEADY_RATE = 1_000  # events/s offered during the latency run
 STEADY_SECONDS = 5
 REPEATS = 3
+IN_FLIGHT = 2000  # publishes in flight, for the relay and the raw baseline alike
 WARM_UP_SECONDS = 3
 RESULTS = Path(__file__).parent.parent / "results" / "relay.json"
 
@@ -89,9 +90,10 @@ async def fill_backlog(engine: AsyncEngine, store: EventStore, count: int, prefi
 
 
 async def measure_raw_publish(nats_url: str, envelopes: list[bytes], attempt: int) -> float:
-    """Baseline: the same envelopes published straight to JetStream, asynchronously, 1,000 in flight."""
+    """Baseline: the same envelopes published straight to JetStream, asynchronously, with the relay's bound
+    on publishes in flight."""
     nc = await connect(nats_url, "bench-raw")
-    js = nc.jetstream(publish_async_max_pending=1000)
+    js = nc.jetstream(publish_async_max_pending=IN_FLIGHT)
     producer = f"rawbaseline{attempt}"
     await ensure_stream(js, events_stream_config(producer))
     subject = events_subject(producer, EVENT)
@@ -106,7 +108,7 @@ async def measure_raw_publish(nats_url: str, envelopes: list[bytes], attempt: in
 async def measure_relay(engine: AsyncEngine, store: EventStore, nats_url: str, producer: str) -> tuple[float, int]:
     """The relay's own loop (`run`, pipelined) publishing the whole committed log to a fresh stream."""
     nc = await connect(nats_url, "bench-relay")
-    relay = OutboxRelay(engine, store, nc, producer)
+    relay = OutboxRelay(engine, store, nc, producer, max_in_flight=IN_FLIGHT)
     await relay.setup()
     pending = await relay.lag(cap=10_000_000)
     stop = asyncio.Event()
@@ -296,6 +298,7 @@ async def main() -> None:
             "append_writers": WRITERS,
             "events_relayed": relayed,
             "envelope_bytes": len(envelope),
+            "publishes_in_flight": IN_FLIGHT,
         },
         "append_events_per_s": round(append_rate),
         "baseline_raw_async_publish_per_s": round(raw_rate),

@@ -64,7 +64,7 @@ class OutboxRelay:
         producer: str,
         *,
         batch_size: int = 1000,
-        max_in_flight: int = 1000,
+        max_in_flight: int = 2000,
         ack_timeout: float = 5.0,
         idle_sleep: float = 0.02,
         pipeline_depth: int = 2,
