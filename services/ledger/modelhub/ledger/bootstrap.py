@@ -65,7 +65,7 @@ async def serve(settings: LedgerSettings) -> None:
         if settings.run_relay:
             nc = await connect(settings.nats_url, f"{settings.service_name}-relay")
             relay = OutboxRelay(engine, ledger.store, nc, PRODUCER)
-            await relay.setup()
+            await relay.setup(replicas=settings.stream_replicas)
             tasks.append(asyncio.create_task(relay.run(stop)))
         if settings.run_rewards:  # in the background: it waits for NATS and for the catalog's stream
             tasks.append(asyncio.create_task(serve_rewards(ledger, settings, stop)))

@@ -210,7 +210,12 @@ def build_rewards_consumer(
 
 
 async def run_rewards(
-    consumer: IdempotentConsumer, stop: asyncio.Event, *, retry_interval: float = 2.0, max_backoff: float = 5.0
+    consumer: IdempotentConsumer,
+    stop: asyncio.Event,
+    *,
+    retry_interval: float = 2.0,
+    max_backoff: float = 5.0,
+    replicas: int = 1,
 ) -> None:
     """Set the consumer up, retrying until the catalog's stream exists, then consume until `stop` is set.
 
@@ -220,7 +225,7 @@ async def run_rewards(
     said = False
     while not stop.is_set():
         try:
-            await consumer.setup()
+            await consumer.setup(replicas=replicas)
             break
         except Exception as error:  # the stream is missing, or NATS is down: try again
             level = logging.DEBUG if said else logging.WARNING
@@ -250,6 +255,6 @@ async def serve_rewards(
         return
     try:
         consumer = build_rewards_consumer(ledger, nc, reward_policy(settings))
-        await run_rewards(consumer, stop, retry_interval=retry_interval)
+        await run_rewards(consumer, stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
     finally:
         await nc.close()
