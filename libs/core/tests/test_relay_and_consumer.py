@@ -63,6 +63,14 @@ def make_consumer(
     )
 
 
+async def publish_committed(engine: AsyncEngine, store: EventStore, nc: Client, producer: str) -> OutboxRelay:
+    """Create the producer's stream and publish everything committed so far (one batch)."""
+    relay = OutboxRelay(engine, store, nc, producer)
+    await relay.setup()
+    await relay.publish_once()
+    return relay
+
+
 async def test_relay_publishes_in_order_with_event_id_as_message_id(
     prepared: AsyncEngine, nats_url: str, unique_name: str
 ) -> None:
@@ -142,9 +150,7 @@ async def test_consumer_that_dies_before_ack_gets_redelivery_and_applies_once(
     ids = await append_events(prepared, store, 30)
     nc = await connect(nats_url, "test")
     try:
-        relay = OutboxRelay(prepared, store, nc, producer)
-        await relay.setup()
-        await relay.publish_once()
+        await publish_committed(prepared, store, nc, producer)
 
         # The first consumer commits its effects, then "dies" before acking anything.
         doomed = make_consumer(prepared, nc, producer, ack_wait=1.0)
@@ -186,9 +192,7 @@ async def test_consumer_cancelled_mid_batch_commits_nothing_then_applies_once(
     ids = await append_events(prepared, store, 10)
     nc = await connect(nats_url, "test")
     try:
-        relay = OutboxRelay(prepared, store, nc, producer)
-        await relay.setup()
-        await relay.publish_once()
+        await publish_committed(prepared, store, nc, producer)
         seen = 0
         hang = asyncio.Event()
 
@@ -300,9 +304,7 @@ async def test_batch_handler_applies_each_new_event_once_and_isolates_a_failure(
     ids = await append_events(prepared, store, 40)
     nc = await connect(nats_url, "test")
     try:
-        relay = OutboxRelay(prepared, store, nc, producer)
-        await relay.setup()
-        await relay.publish_once()
+        await publish_committed(prepared, store, nc, producer)
         batches: list[int] = []
 
         async def apply_many(conn, events: Sequence[ReceivedEvent]) -> None:  # type: ignore[no-untyped-def]
@@ -384,9 +386,7 @@ async def test_an_event_whose_deliveries_all_crash_is_dead_lettered_not_dropped(
     ids = await append_events(prepared, store, 1)
     nc = await connect(nats_url, "test")
     try:
-        relay = OutboxRelay(prepared, store, nc, producer)
-        await relay.setup()
-        await relay.publish_once()
+        await publish_committed(prepared, store, nc, producer)
         consumer = make_consumer(prepared, nc, producer, max_deliver=2, ack_wait=0.5)
         await consumer.setup()
         dead = await nc.jetstream().subscribe(f"deadletter.{consumer.name}", stream=DEAD_LETTER_STREAM)
