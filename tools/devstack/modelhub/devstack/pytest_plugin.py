@@ -77,3 +77,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def unique_name() -> str:
     """A short name unique to this test, for streams, consumers and subjects on a shared server."""
     return f"T{uuid.uuid4().hex[:10].upper()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI (CI=true) property tests draw a fixed sequence of examples, so a run is repeatable; locally
+    they draw new ones each run and keep finding new cases."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        from hypothesis import settings
+
+        settings.register_profile("ci", derandomize=True, print_blob=True)
+        settings.load_profile("ci")
