@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from google.protobuf.message import Message
 
 from modelhub.core.events.registry import EventRegistry
 from modelhub.events.v1 import ledger_pb2
 from modelhub.ledger.domain import events
+from modelhub.ledger.domain.model import Leg
 
 TRANSFER_POSTED = "ledger.TransferPosted"
 HOLD_PLACED = "ledger.HoldPlaced"
@@ -26,6 +29,25 @@ def make_registry() -> EventRegistry:
     return registry
 
 
+class _LegFields(TypedDict):
+    type: str
+    currency: str
+    debit_account: str
+    credit_account: str
+    amount: int
+
+
+def _leg_fields(leg: Leg) -> _LegFields:
+    """A leg's fields, as the payloads of transfers and holds both carry them."""
+    return {
+        "type": leg.type.value,
+        "currency": leg.currency.value,
+        "debit_account": str(leg.debit),
+        "credit_account": str(leg.credit),
+        "amount": leg.amount,
+    }
+
+
 def to_payload(event: events.LedgerEvent) -> Message:
     match event:
         case events.TransferPosted():
@@ -35,11 +57,7 @@ def to_payload(event: events.LedgerEvent) -> Message:
                 principal_id=event.principal_id,
                 leg_index=event.leg_index,
                 leg_count=event.leg_count,
-                type=event.leg.type.value,
-                currency=event.leg.currency.value,
-                debit_account=str(event.leg.debit),
-                credit_account=str(event.leg.credit),
-                amount=event.leg.amount,
+                **_leg_fields(event.leg),
                 memo=event.memo,
                 metadata=dict(event.metadata),
                 debit_balance_after=event.debit_balance_after,
@@ -50,11 +68,7 @@ def to_payload(event: events.LedgerEvent) -> Message:
                 hold_id=event.hold_id,
                 idempotency_key=event.idempotency_key,
                 principal_id=event.principal_id,
-                type=event.leg.type.value,
-                currency=event.leg.currency.value,
-                debit_account=str(event.leg.debit),
-                credit_account=str(event.leg.credit),
-                amount=event.leg.amount,
+                **_leg_fields(event.leg),
                 memo=event.memo,
                 metadata=dict(event.metadata),
             )

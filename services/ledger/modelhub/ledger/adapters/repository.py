@@ -324,14 +324,19 @@ def _owner(kind: str, name: str) -> Owner:
     return Owner.parse(f"{kind}:{name}")
 
 
-def _transfer(row: RowMapping) -> TransferRecord:
-    leg = Leg(
+def _leg(row: RowMapping) -> Leg:
+    """The leg stored in a transfer or hold row."""
+    return Leg(
         TransferType(row["type"]),
         Currency(row["currency"]),
         _owner(row["debit_kind"], row["debit_owner"]),
         _owner(row["credit_kind"], row["credit_owner"]),
         int(row["amount"]),
     )
+
+
+def _transfer(row: RowMapping) -> TransferRecord:
+    leg = _leg(row)
     return TransferRecord(
         id=str(row["id"]),
         idempotency_key=row["idempotency_key"],
@@ -677,13 +682,7 @@ class LedgerRepository:
         row = result.mappings().first()
         if row is None:
             return None
-        leg = Leg(
-            TransferType(row["type"]),
-            Currency(row["currency"]),
-            _owner(row["debit_kind"], row["debit_owner"]),
-            _owner(row["credit_kind"], row["credit_owner"]),
-            int(row["amount"]),
-        )
+        leg = _leg(row)
         hold = HoldState(
             id=str(row["id"]),
             key=row["idempotency_key"],
