@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -140,3 +142,397 @@ class CatalogDownloadsCounted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CatalogDownloadsCounted: _TypeAlias = CatalogDownloadsCounted  # noqa: Y015
+
+@_typing.final
+class CatalogLicense(_message.Message):
+    """---------------------------------------------------------------------------------------------------------
+    State-carrying events for consumers that mirror the catalog (search). Each one carries the whole public
+    state of one item as of its stream version, so a consumer keeps, per item, the event with the highest
+    envelope `stream_version` and ignores older ones: redelivery, replay and reordering can never make an
+    older state overwrite a newer one. They are appended in the same transaction as the domain change they
+    follow. Value sets of the string fields are listed in docs/catalog.md (Civitai's names).
+    ---------------------------------------------------------------------------------------------------------
+
+    The license a creator grants (Civitai's flags).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_NO_CREDIT_FIELD_NUMBER: _builtins.int
+    ALLOW_COMMERCIAL_USE_FIELD_NUMBER: _builtins.int
+    ALLOW_DERIVATIVES_FIELD_NUMBER: _builtins.int
+    ALLOW_DIFFERENT_LICENSE_FIELD_NUMBER: _builtins.int
+    allow_no_credit: _builtins.bool
+    """Use without crediting the creator."""
+    allow_derivatives: _builtins.bool
+    """Derivatives (merges, finetunes, forks) allowed."""
+    allow_different_license: _builtins.bool
+    """Derivatives may carry a different license."""
+    @_builtins.property
+    def allow_commercial_use(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Commercial uses allowed, a subset of: Image, RentCivit, Rent, Sell (empty = none)."""
+
+    def __init__(
+        self,
+        *,
+        allow_no_credit: _builtins.bool = ...,
+        allow_commercial_use: _abc.Iterable[_builtins.str] | None = ...,
+        allow_derivatives: _builtins.bool = ...,
+        allow_different_license: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_commercial_use", b"allow_commercial_use", "allow_derivatives", b"allow_derivatives", "allow_different_license", b"allow_different_license", "allow_no_credit", b"allow_no_credit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogLicense: _TypeAlias = CatalogLicense  # noqa: Y015
+
+@_typing.final
+class CatalogFileHash(_message.Message):
+    """A hash of a file: kind is SHA256, AutoV1, AutoV2, CRC32 or BLAKE3; value is upper-case hex."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogFileHash: _TypeAlias = CatalogFileHash  # noqa: Y015
+
+@_typing.final
+class CatalogFileSnapshot(_message.Message):
+    """A file of a model version, as search sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SCAN_RESULT_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    name: _builtins.str
+    format: _builtins.str
+    """SafeTensor, PickleTensor, GGUF, Diffusers, ONNX or Other."""
+    size_bytes: _builtins.int
+    scan_result: _builtins.str
+    """Pending, Success, Danger or Error (the pickle scan; SafeTensor files are Success once validated)."""
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogFileHash]: ...
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        format: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        scan_result: _builtins.str = ...,
+        hashes: _abc.Iterable[Global___CatalogFileHash] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "format", b"format", "hashes", b"hashes", "name", b"name", "scan_result", b"scan_result", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogFileSnapshot: _TypeAlias = CatalogFileSnapshot  # noqa: Y015
+
+@_typing.final
+class CatalogVersionSnapshot(_message.Message):
+    """A version of a model, as search sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_MODEL_FIELD_NUMBER: _builtins.int
+    TRAINED_WORDS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    EARLY_ACCESS_ENDS_AT_FIELD_NUMBER: _builtins.int
+    model_version_id: _builtins.str
+    name: _builtins.str
+    base_model: _builtins.str
+    """One of the curated base models (e.g. "SD 1.5", "SDXL 1.0", "Pony", "Flux.1 D", "Other")."""
+    status: _builtins.str
+    """Draft, Scheduled, Published, Unpublished or Deleted."""
+    @_builtins.property
+    def trained_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def published_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogFileSnapshot]: ...
+    @_builtins.property
+    def early_access_ends_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset unless the version is in early access; then the time early access ends."""
+
+    def __init__(
+        self,
+        *,
+        model_version_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        base_model: _builtins.str = ...,
+        trained_words: _abc.Iterable[_builtins.str] | None = ...,
+        status: _builtins.str = ...,
+        published_at: _timestamp_pb2.Timestamp | None = ...,
+        files: _abc.Iterable[Global___CatalogFileSnapshot] | None = ...,
+        early_access_ends_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["early_access_ends_at", b"early_access_ends_at", "published_at", b"published_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_model", b"base_model", "early_access_ends_at", b"early_access_ends_at", "files", b"files", "model_version_id", b"model_version_id", "name", b"name", "published_at", b"published_at", "status", b"status", "trained_words", b"trained_words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogVersionSnapshot: _TypeAlias = CatalogVersionSnapshot  # noqa: Y015
+
+@_typing.final
+class CatalogModelSnapshot(_message.Message):
+    """CatalogModelSnapshot ("catalog.ModelSnapshot", stream "model-<model_id>"): the model's state after a
+    change. Only a model with status Published is public; any other status means "remove it from public
+    views" (Deleted models keep their id and are never shown again).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CREATOR_USER_ID_FIELD_NUMBER: _builtins.int
+    CREATOR_USERNAME_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
+    NSFW_LEVEL_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    type: _builtins.str
+    """Checkpoint, TextualInversion, Hypernetwork, AestheticGradient, LORA, LoCon, DoRA, Controlnet, Upscaler,
+    MotionModule, VAE, Poses, Wildcards, Workflows or Other.
+    """
+    status: _builtins.str
+    """Draft, Published, Scheduled, Unpublished, UnpublishedViolation or Deleted."""
+    creator_user_id: _builtins.str
+    creator_username: _builtins.str
+    nsfw_level: _builtins.int
+    """NSFW level bit flags (PG=1, PG13=2, R=4, X=8, XXX=16, Blocked=32); 0 = not rated yet."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def license(self) -> Global___CatalogLicense: ...
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogVersionSnapshot]:
+        """Versions in display order, newest first; drafts and deleted versions are left out."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def published_at(self) -> _timestamp_pb2.Timestamp:
+        """When the model was first published; unset while it never was."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        type: _builtins.str = ...,
+        status: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        creator_user_id: _builtins.str = ...,
+        creator_username: _builtins.str = ...,
+        license: Global___CatalogLicense | None = ...,
+        nsfw_level: _builtins.int = ...,
+        versions: _abc.Iterable[Global___CatalogVersionSnapshot] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        published_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "license", b"license", "published_at", b"published_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "creator_user_id", b"creator_user_id", "creator_username", b"creator_username", "description", b"description", "license", b"license", "model_id", b"model_id", "name", b"name", "nsfw_level", b"nsfw_level", "published_at", b"published_at", "status", b"status", "tags", b"tags", "type", b"type", "updated_at", b"updated_at", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogModelSnapshot: _TypeAlias = CatalogModelSnapshot  # noqa: Y015
+
+@_typing.final
+class CatalogModelPeriodStats(_message.Message):
+    """Counts of one model over one period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    DOWNLOADS_FIELD_NUMBER: _builtins.int
+    FAVORITES_FIELD_NUMBER: _builtins.int
+    THUMBS_UP_FIELD_NUMBER: _builtins.int
+    THUMBS_DOWN_FIELD_NUMBER: _builtins.int
+    COMMENTS_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
+    TIPPED_AMOUNT_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """Day, Week, Month, Year or AllTime: the window that ends at `computed_at`."""
+    downloads: _builtins.int
+    favorites: _builtins.int
+    thumbs_up: _builtins.int
+    thumbs_down: _builtins.int
+    comments: _builtins.int
+    images: _builtins.int
+    collected: _builtins.int
+    tipped_amount: _builtins.int
+    """Buzz tipped to the model's creator for this model."""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        downloads: _builtins.int = ...,
+        favorites: _builtins.int = ...,
+        thumbs_up: _builtins.int = ...,
+        thumbs_down: _builtins.int = ...,
+        comments: _builtins.int = ...,
+        images: _builtins.int = ...,
+        collected: _builtins.int = ...,
+        tipped_amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collected", b"collected", "comments", b"comments", "downloads", b"downloads", "favorites", b"favorites", "images", b"images", "period", b"period", "thumbs_down", b"thumbs_down", "thumbs_up", b"thumbs_up", "tipped_amount", b"tipped_amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogModelPeriodStats: _TypeAlias = CatalogModelPeriodStats  # noqa: Y015
+
+@_typing.final
+class CatalogModelStatsUpdated(_message.Message):
+    """CatalogModelStatsUpdated ("catalog.ModelStatsUpdated", stream "model-stats-<model_id>"): the model's
+    counts, for every period, as of `computed_at`. Emitted when they changed, at most about once per stats
+    interval per model (counts are aggregated first); absolute values, not deltas.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogModelPeriodStats]: ...
+    @_builtins.property
+    def computed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        periods: _abc.Iterable[Global___CatalogModelPeriodStats] | None = ...,
+        computed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "model_id", b"model_id", "periods", b"periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogModelStatsUpdated: _TypeAlias = CatalogModelStatsUpdated  # noqa: Y015
+
+@_typing.final
+class CatalogImageSnapshot(_message.Message):
+    """CatalogImageSnapshot ("catalog.ImageSnapshot", stream "image-<image_id>"): a gallery image's state after
+    a change. Status Published is public; Deleted (or Hidden, by its owner) removes it from public views.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATOR_USER_ID_FIELD_NUMBER: _builtins.int
+    CREATOR_USERNAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_IDS_FIELD_NUMBER: _builtins.int
+    MODEL_IDS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    NSFW_LEVEL_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    NEGATIVE_PROMPT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    BLURHASH_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
+    COMMENTS_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    status: _builtins.str
+    """Published, Hidden or Deleted."""
+    creator_user_id: _builtins.str
+    creator_username: _builtins.str
+    nsfw_level: _builtins.int
+    """NSFW level bit flags as on models; 0 = not rated yet."""
+    prompt: _builtins.str
+    negative_prompt: _builtins.str
+    width: _builtins.int
+    height: _builtins.int
+    blurhash: _builtins.str
+    reactions: _builtins.int
+    comments: _builtins.int
+    collected: _builtins.int
+    @_builtins.property
+    def model_version_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every model version that made the image, and their models (same order, same length)."""
+
+    @_builtins.property
+    def model_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        creator_user_id: _builtins.str = ...,
+        creator_username: _builtins.str = ...,
+        model_version_ids: _abc.Iterable[_builtins.str] | None = ...,
+        model_ids: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        nsfw_level: _builtins.int = ...,
+        prompt: _builtins.str = ...,
+        negative_prompt: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        blurhash: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        reactions: _builtins.int = ...,
+        comments: _builtins.int = ...,
+        collected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurhash", b"blurhash", "collected", b"collected", "comments", b"comments", "created_at", b"created_at", "creator_user_id", b"creator_user_id", "creator_username", b"creator_username", "height", b"height", "image_id", b"image_id", "model_ids", b"model_ids", "model_version_ids", b"model_version_ids", "negative_prompt", b"negative_prompt", "nsfw_level", b"nsfw_level", "prompt", b"prompt", "reactions", b"reactions", "status", b"status", "tags", b"tags", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogImageSnapshot: _TypeAlias = CatalogImageSnapshot  # noqa: Y015
