@@ -33,6 +33,18 @@ def test_issued_tokens_verify_to_their_principal() -> None:
     assert TokenVerifier(SECRET).verify(token) == Principal("u-42", frozenset({"user", "admin"}))
 
 
+def test_the_principal_name_is_the_preferred_username_or_else_the_id() -> None:
+    verifier = TokenVerifier(SECRET)
+    named = verifier.verify(issue_token("u-42", key=SECRET, extra_claims={"preferred_username": " alice "}))
+    assert (named.id, named.name, named.display_name) == ("u-42", "alice", "alice")
+    unnamed = verifier.verify(issue_token("u-43", key=SECRET))
+    assert (unnamed.name, unnamed.display_name) == ("u-43", "u-43")
+    odd = verifier.verify(issue_token("u-44", key=SECRET, extra_claims={"preferred_username": 7}))
+    assert odd.name == "u-44"
+    assert Principal("u-1", frozenset({"user"}), name="a") == Principal("u-1", frozenset({"user"}), name="b")
+    assert Principal("u-1", frozenset({"user"})).display_name == "u-1"
+
+
 def test_unknown_roles_are_dropped() -> None:
     token = issue_token("svc", ["service"], key=SECRET, extra_claims={"roles": ["service", "superuser"]})
     assert TokenVerifier(SECRET).verify(token).roles == frozenset({"service"})

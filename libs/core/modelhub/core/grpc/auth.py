@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 import grpc
@@ -37,10 +37,20 @@ EXEMPT_PREFIXES: Final = (
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject and its roles (unknown role names are dropped)."""
+    """Who is calling: the token's subject and its roles (unknown role names are dropped).
+
+    `name` is the token's `preferred_username` claim, for display only (the id is the identity, so two
+    principals with the same id and roles are equal whatever their names); the id when the token has none.
+    """
 
     id: str
     roles: frozenset[Role]
+    name: str = field(default="", compare=False)
+
+    @property
+    def display_name(self) -> str:
+        """The name to show: `name`, or the id when there is none."""
+        return self.name or self.id
 
     def has_role(self, *roles: Role) -> bool:
         """True when the principal has at least one of `roles`."""
@@ -188,7 +198,10 @@ class TokenVerifier:
         if not isinstance(raw_roles, list):
             raise Unauthenticated("the token's 'roles' claim must be a list of names", reason="ROLES_INVALID")
         roles = cast(frozenset[Role], frozenset(r for r in raw_roles if r in ROLES))
-        return Principal(id=subject, roles=roles), float(claims["exp"])
+        name = claims.get("preferred_username")
+        if not isinstance(name, str) or not name.strip():
+            name = subject
+        return Principal(id=subject, roles=roles, name=name.strip()), float(claims["exp"])
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
