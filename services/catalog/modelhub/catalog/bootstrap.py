@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modelhub.catalog import bootstrap_files
+from modelhub.catalog import bootstrap_community, bootstrap_files
 from modelhub.catalog.adapters import migrations
 from modelhub.catalog.adapters.events import PRODUCER, make_registry
 from modelhub.catalog.config import CatalogSettings
@@ -53,6 +53,7 @@ def registrations(settings: CatalogSettings, catalog: Catalog) -> list[ServiceRe
             grpc_models.SERVICE_NAME, grpc_models.ModelServicer(catalog.models), grpc_models.add_to_server
         ),
         bootstrap_files.registration(settings, catalog),
+        *bootstrap_community.registrations(settings, catalog),
     ]
 
 
@@ -98,6 +99,7 @@ async def serve(settings: CatalogSettings) -> None:
                 )
             )
         tasks.extend(asyncio.create_task(every(*job)) for job in bootstrap_files.jobs(settings, catalog, stop))
+        tasks.extend(asyncio.create_task(every(*job)) for job in bootstrap_community.jobs(settings, catalog, stop))
         if settings.run_relay:
             nc = await connect(settings.nats_url, f"{settings.service_name}-relay")
             relay = OutboxRelay(engine, catalog.store, nc, PRODUCER)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from modelhub.catalog.adapters.community_events import register_community
 from modelhub.catalog.domain import events as ev
 from modelhub.catalog.domain.model import Model
 from modelhub.catalog.domain.vocabulary import Relation, VersionStatus
@@ -69,6 +70,7 @@ def make_registry() -> EventRegistry:
     registry = EventRegistry()
     register_contract(registry)
     register_models(registry)
+    register_community(registry)
     return registry
 
 

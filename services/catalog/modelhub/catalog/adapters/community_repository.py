@@ -1,0 +1,79 @@
+"""Loading and saving gallery and community aggregates: the stream is the truth, the read models follow inline.
+
+`save` appends the aggregate's new events at the version it was loaded at (a concurrent writer makes it fail
+with StreamVersionConflict and nothing is written) and applies them to the read models in the same
+transaction. An image's change always ends with a catalog.ImageSnapshot built from the aggregate and the
+image's current counts (`save_image`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from modelhub.catalog.adapters import community_queries as q
+from modelhub.catalog.adapters.community_events import from_payload, image_snapshot, to_payload
+from modelhub.catalog.adapters.community_projection import CommunityProjection
+from modelhub.catalog.domain.community_base import CommunityAggregate
+from modelhub.catalog.domain.gallery import Image, ImageCounts
+from modelhub.core.events.model import NewEvent, RecordedEvent
+from modelhub.core.events.store import EventStore
+
+A = TypeVar("A", bound=CommunityAggregate)
+
+
+class CommunityRepository:
+    """Gallery and community aggregates over one connection (inside the caller's transaction)."""
+
+    def __init__(self, conn: AsyncConnection, store: EventStore, projection: CommunityProjection | None = None) -> None:
+        self.conn = conn
+        self.store = store
+        self.projection = projection or CommunityProjection()
+
+    async def load(self, cls: type[A], stream_id: str) -> A:
+        """The aggregate folded from its stream (a new, non-existent one if the stream is empty)."""
+        aggregate = cls(stream_id)
+        for recorded in await self.store.read_stream(self.conn, stream_id):
+            payload = self.store.registry.decode(recorded.event_type, recorded.schema_version, recorded.payload)
+            event = from_payload(payload)
+            if event is not None:
+                aggregate.apply(event)
+            aggregate.version = recorded.stream_version
+        return aggregate
+
+    async def save(self, aggregate: CommunityAggregate, *, then: Message | None = None) -> list[RecordedEvent]:
+        """Append the pending events (and `then`, a state-carrying payload, after them); no-op if none."""
+        pairs: list[tuple[Message, Any]] = [(to_payload(event), event) for event in aggregate.pending]
+        if then is not None:
+            pairs.append((then, from_payload(then)))
+        if not pairs:
+            return []
+        recorded = await self.append(aggregate.stream_id, pairs, aggregate.version)
+        aggregate.pending = []
+        aggregate.version = recorded[-1].stream_version
+        return recorded
+
+    async def append(
+        self, stream_id: str, pairs: list[tuple[Message, Any]], expected_version: int
+    ) -> list[RecordedEvent]:
+        """Append payloads at `expected_version` and apply their domain events (paired) to the read models."""
+        recorded = await self.store.append(
+            self.conn, stream_id, [NewEvent(p) for p, _ in pairs], expected_version=expected_version
+        )
+        for (_, event), record in zip(pairs, recorded, strict=True):
+            if event is not None:
+                await self.projection.apply_event(self.conn, event, record.stream_version)
+        return recorded
+
+    async def save_image(self, image: Image, counts: ImageCounts | None = None) -> list[RecordedEvent]:
+        """Append the image's pending events and a snapshot with its current counts. With nothing pending, the
+        snapshot is appended only if the counts differ from the last snapshot's (the stats job's case)."""
+        if counts is None:
+            counts = await q.image_counts(self.conn, image.id)
+        if not image.pending and counts == image.counts:
+            return []
+        recorded = await self.save(image, then=image_snapshot(image, counts))
+        image.counts = counts
+        return recorded

@@ -1,0 +1,292 @@
+"""FileService: protobuf in, use case, protobuf out. Errors are DomainErrors (mapped by libs/core)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+
+from modelhub.catalog.domain.commands import Violations
+from modelhub.catalog.domain.downloads import hash_query
+from modelhub.catalog.domain.events import ModelFile
+from modelhub.catalog.domain.uploads import UploadStatus, upload_request
+from modelhub.catalog.domain.vocabulary import ScanResult
+from modelhub.catalog.entrypoints.grpc_models import model_pb
+from modelhub.catalog.entrypoints.grpc_support import Context, actor, optional_actor, to_timestamp
+from modelhub.catalog.handlers.files import FileCatalog, UploadView
+from modelhub.catalog.v1 import files_pb2 as pb
+from modelhub.catalog.v1 import models_pb2
+from modelhub.core.errors import FieldViolation, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: Final = "modelhub.catalog.v1.FileService"
+PUBLIC_METHODS: Final = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("DownloadFile", "GetFileByHash"))
+"""Methods anonymous callers may use (public files only)."""
+
+UPLOAD_STATES: Final[Mapping[UploadStatus, pb.UploadState.ValueType]] = {
+    UploadStatus.OPEN: pb.UPLOAD_STATE_OPEN,
+    UploadStatus.COMPLETED: pb.UPLOAD_STATE_COMPLETED,
+    UploadStatus.REJECTED: pb.UPLOAD_STATE_REJECTED,
+    UploadStatus.ABORTED: pb.UPLOAD_STATE_ABORTED,
+    UploadStatus.EXPIRED: pb.UPLOAD_STATE_EXPIRED,
+}
+
+
+class _Undecodable:
+    """A request message that does not parse (e.g. invalid UTF-8 in a string): refused as INVALID_ARGUMENT."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], Message]) -> Callable[[bytes], Message | _Undecodable]:
+    def deserialize(data: bytes) -> Message | _Undecodable:
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return deserialize
+
+
+def _parsed(message: Any) -> Any:
+    if isinstance(message, _Undecodable):
+        raise InvalidArgument(
+            f"the request does not parse: {message.error}",
+            violations=[FieldViolation("request", "must be a valid message (strings valid UTF-8)")],
+        )
+    return message
+
+
+def add_to_server(servicer: FileServicer, server: grpc.aio.Server) -> None:
+    """Register FileService's methods (unary and streaming) with lenient request parsing."""
+    descriptor = pb.DESCRIPTOR.services_by_name["FileService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in descriptor.methods:
+        kwargs: dict[str, Any] = {
+            "request_deserializer": _lenient(getattr(pb, method.input_type.name).FromString),
+            "response_serializer": getattr(pb, method.output_type.name).SerializeToString,
+        }
+        behavior = getattr(servicer, method.name)
+        if method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behavior, **kwargs)
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behavior, **kwargs)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behavior, **kwargs)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+
+
+def _required(field: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        v = Violations()
+        v.add(field, "is required")
+        v.raise_if_any("request")
+    return value
+
+
+def file_pb(file: ModelFile, *, downloadable: bool) -> models_pb2.ModelFile:
+    return models_pb2.ModelFile(
+        file_id=file.file_id,
+        name=file.name,
+        type=file.type,
+        format=file.format,
+        size_bytes=file.size_bytes,
+        precision=file.precision,
+        size_kind=file.size_kind,
+        blob_sha256=file.blob_sha256,
+        hashes=[models_pb2.FileHash(kind=h.kind, value=h.value) for h in file.hashes],
+        scan_result=file.scan_result,
+        scan_message=file.scan_message,
+        safetensors_metadata=dict(file.safetensors_metadata),
+        tensor_count=file.tensor_count,
+        downloadable=downloadable,
+    )
+
+
+def _log_outcome(task: asyncio.Task[UploadView]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.info("upload completion after the client left: %s", error)
+
+
+class FileServicer:
+    """modelhub.catalog.v1.FileService over the FileCatalog use cases."""
+
+    public_methods: Final = PUBLIC_METHODS
+
+    def __init__(
+        self,
+        files: FileCatalog,
+        *,
+        max_file_size: int,
+        max_chunk_bytes: int,
+        download_chunk_bytes: int,
+        session_ttl: timedelta,
+    ) -> None:
+        self.files = files
+        self.max_file_size = max_file_size
+        self.max_chunk_bytes = max_chunk_bytes
+        self.download_chunk_bytes = download_chunk_bytes
+        self.session_ttl = session_ttl
+
+    def upload_pb(self, view: UploadView) -> pb.Upload:
+        s = view.session
+        message = pb.Upload(
+            upload_id=s.upload_id,
+            model_id=s.model_id,
+            model_version_id=s.model_version_id,
+            file_name=s.file_name,
+            file_type=s.file_type,
+            size_kind=s.size_kind,
+            size_bytes=s.size_bytes,
+            offset=view.offset,
+            state=UPLOAD_STATES[s.status],
+            error_reason=s.error_reason,
+            error_message=s.error_message,
+            created_at=to_timestamp(s.created_at),
+            updated_at=to_timestamp(s.updated_at),
+            expires_at=to_timestamp(s.expires_at(self.session_ttl)) if s.status == UploadStatus.OPEN else None,
+            max_chunk_bytes=self.max_chunk_bytes,
+        )
+        if view.file is not None:
+            message.file.CopyFrom(
+                file_pb(view.file.file, downloadable=view.file.file.scan_result == ScanResult.SUCCESS)
+            )
+        return message
+
+    async def StartUpload(self, request: pb.StartUploadRequest, context: Context) -> pb.StartUploadResponse:  # noqa: N802 - generated name
+        request = _parsed(request)
+        caller = actor()
+        command = upload_request(
+            request.model_version_id,
+            request.file_name,
+            request.file_type,
+            request.size_bytes,
+            request.size_kind,
+            request.request_id,
+            max_size=self.max_file_size,
+        )
+        return pb.StartUploadResponse(upload=self.upload_pb(await self.files.start_upload(caller, command)))
+
+    async def UploadFile(  # noqa: N802 - generated name
+        self, request_iterator: AsyncIterator[pb.UploadFileRequest], context: Context
+    ) -> pb.UploadFileResponse:
+        caller = actor()
+        first = _parsed(await anext(aiter(request_iterator), None))
+        if first is None or first.WhichOneof("content") != "target":
+            raise InvalidArgument(
+                "the first message of an upload names the upload and the offset its bytes start at",
+                violations=[FieldViolation("target", "is required in the first message (and only there)")],
+            )
+        session, offset = await self.files.resume(
+            caller, _required("target.upload_id", first.target.upload_id), first.target.offset
+        )
+        # One append in flight while the next chunk is received: storing and hashing (in a thread) overlap
+        # with the transport. Appends stay in order: each starts once the previous one has finished.
+        storing: asyncio.Future[int] | None = None
+        try:
+            async for raw in request_iterator:
+                message = _parsed(raw)
+                if message.WhichOneof("content") != "chunk":
+                    raise InvalidArgument(
+                        "only the first message of an upload names the target; the others carry bytes",
+                        violations=[FieldViolation("target", "is allowed in the first message only")],
+                    )
+                chunk = message.chunk
+                if len(chunk) > self.max_chunk_bytes:
+                    raise InvalidArgument(
+                        f"a chunk may carry at most {self.max_chunk_bytes} bytes; got {len(chunk)}",
+                        violations=[FieldViolation("chunk", f"at most {self.max_chunk_bytes} bytes")],
+                    )
+                if storing is not None:
+                    offset = await storing
+                    storing = None
+                if chunk:
+                    storing = asyncio.ensure_future(self.files.append(session, offset, chunk))
+            if storing is not None:
+                offset = await storing
+                storing = None
+        finally:
+            if storing is not None:  # the stream failed while a chunk was being stored: let it finish
+                await asyncio.gather(storing, return_exceptions=True)
+        if offset < session.size_bytes:
+            return pb.UploadFileResponse(upload=self.upload_pb(UploadView(session, offset)))
+        # Every byte is here: complete even if the client goes away now (a retry would redo it anyway).
+        completion = asyncio.ensure_future(self.files.complete(session))
+        try:
+            view = await asyncio.shield(completion)
+        except asyncio.CancelledError:
+            completion.add_done_callback(_log_outcome)
+            raise
+        return pb.UploadFileResponse(upload=self.upload_pb(view))
+
+    async def GetUpload(self, request: pb.GetUploadRequest, context: Context) -> pb.GetUploadResponse:  # noqa: N802 - generated name
+        request = _parsed(request)
+        caller = actor()
+        view = await self.files.get_upload(caller, _required("upload_id", request.upload_id))
+        return pb.GetUploadResponse(upload=self.upload_pb(view))
+
+    async def AbortUpload(self, request: pb.AbortUploadRequest, context: Context) -> pb.AbortUploadResponse:  # noqa: N802 - generated name
+        request = _parsed(request)
+        caller = actor()
+        view = await self.files.abort_upload(caller, _required("upload_id", request.upload_id))
+        return pb.AbortUploadResponse(upload=self.upload_pb(view))
+
+    async def DownloadFile(  # noqa: N802 - generated name
+        self, request: pb.DownloadFileRequest, context: Context
+    ) -> AsyncIterator[pb.DownloadFileResponse]:
+        request = _parsed(request)
+        viewer = optional_actor()
+        download = await self.files.open_download(
+            viewer, _required("file_id", request.file_id), request.offset, request.length
+        )
+        try:
+            record = download.record
+            yield pb.DownloadFileResponse(
+                header=pb.DownloadHeader(
+                    file=file_pb(record.file, downloadable=True),
+                    model_id=record.model_id,
+                    model_version_id=record.model_version_id,
+                    offset=download.offset,
+                    length=download.length,
+                )
+            )
+            async for data in download.chunks(self.download_chunk_bytes):
+                yield pb.DownloadFileResponse(chunk=data)
+        finally:
+            download.close()
+
+    async def GetFileByHash(self, request: pb.GetFileByHashRequest, context: Context) -> pb.GetFileByHashResponse:  # noqa: N802 - generated name
+        request = _parsed(request)
+        record = await self.files.file_by_hash(optional_actor(), hash_query(request.hash, request.kind))
+        return pb.GetFileByHashResponse(
+            file=file_pb(record.file, downloadable=record.file.scan_result == ScanResult.SUCCESS),
+            model_id=record.model_id,
+            model_name=record.model_name,
+            model_type=record.model_type,
+            creator_user_id=record.owner_id,
+            creator_username=record.owner_name,
+            model_version_id=record.model_version_id,
+            version_name=record.version_name,
+            base_model=record.base_model,
+            version_status=record.version_status,
+            match_count=record.match_count,
+        )
+
+    async def RemoveFile(self, request: pb.RemoveFileRequest, context: Context) -> pb.RemoveFileResponse:  # noqa: N802 - generated name
+        request = _parsed(request)
+        caller = actor()
+        if request.expected_version < 1:
+            v = Violations()
+            v.add("expected_version", "is required: send the model's `version` from your last read (GetModel)")
+            v.raise_if_any("request")
+        model = await self.files.remove_file(caller, _required("file_id", request.file_id), request.expected_version)
+        return pb.RemoveFileResponse(model=model_pb(model, caller))

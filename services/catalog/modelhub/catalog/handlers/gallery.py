@@ -1,0 +1,249 @@
+"""Use cases of the gallery: post, read, list, edit, delete and download images.
+
+Posting, step by step, and what a crash at each step leaves:
+1. the bytes are fingerprinted (which also refuses what is not a whole, supported, reasonably sized image)
+   and their generation metadata read; nothing is stored yet;
+2. the file (and ComfyUI's JSON, if any) go to the content-addressed image store: identical bytes are one
+   blob, so a retry stores nothing new; a crash after this step leaves an unreferenced blob (never served);
+3. one transaction links the resources to versions, appends catalog.ImagePosted and catalog.ImageSnapshot,
+   and fills the read models; a crash before its commit leaves nothing else.
+With a request id, a retry after a lost answer returns the image the first attempt posted (also when both
+race: the second's request row clashes, and it returns the winner's image).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from uuid_utils.compat import uuid7
+
+from modelhub.catalog.adapters import community_queries as q
+from modelhub.catalog.adapters.community_projection import image_fingerprint
+from modelhub.catalog.adapters.community_repository import CommunityRepository
+from modelhub.catalog.domain.commands import Actor
+from modelhub.catalog.domain.community_base import not_found
+from modelhub.catalog.domain.gallery import (
+    MAX_IMAGE_BYTES,
+    Image,
+    ImageCounts,
+    StoredImage,
+    choose_link,
+    image_stream,
+    merge_metadata,
+    name_key,
+    resource_of,
+    settings_of,
+)
+from modelhub.catalog.files.blobstore import BlobStore
+from modelhub.catalog.handlers import Clock, utcnow
+from modelhub.catalog.handlers.community_support import (
+    UseCases,
+    expect,
+    is_request_clash,
+    version_ref,
+    visible_model,
+    visible_version,
+)
+from modelhub.catalog.images import GenerationMetadata, fingerprint_image, read_generation_metadata
+from modelhub.core.errors import FieldViolation, InvalidArgument
+from modelhub.core.events.store import EventStore
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A validated PostImage: the bytes and what the poster states."""
+
+    data: bytes
+    gallery_version_id: str
+    tags: tuple[str, ...]
+    stated: GenerationMetadata | None
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """An image with its live counts."""
+
+    row: q.ImageRow
+    counts: ImageCounts
+
+
+def too_large(size: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"the image has {size} bytes, over modelhub's limit of {MAX_IMAGE_BYTES} bytes: downscale or compress it",
+        violations=[FieldViolation("chunk", f"at most {MAX_IMAGE_BYTES} bytes in all")],
+        reason="IMAGE_FILE_TOO_LARGE",
+    )
+
+
+class Gallery(UseCases):
+    """Gallery images over one database, its event store and the image blob store."""
+
+    def __init__(self, engine: AsyncEngine, store: EventStore, blobs: BlobStore, *, clock: Clock = utcnow) -> None:
+        super().__init__(engine, store, clock=clock)
+        self.blobs = blobs
+
+    # -- posting ------------------------------------------------------------------------------------------
+
+    async def post_image(self, actor: Actor, new: NewImage) -> ImageView:
+        if len(new.data) > MAX_IMAGE_BYTES:
+            raise too_large(len(new.data))
+        fingerprint = await asyncio.to_thread(fingerprint_image, new.data)
+        digest = image_fingerprint(fingerprint.sha256, new.gallery_version_id, new.tags)
+        if existing := await self.created_by(actor, "image", new.request_id, digest):
+            return await self.get_image(actor, existing)
+        metadata = merge_metadata(await asyncio.to_thread(read_generation_metadata, new.data), new.stated)
+        await asyncio.to_thread(self._store, new.data)
+        settings = settings_of(
+            metadata,
+            await asyncio.to_thread(self._store_text, metadata.comfyui_prompt),
+            await asyncio.to_thread(self._store_text, metadata.comfyui_workflow),
+        )
+        stored = StoredImage(
+            fingerprint.sha256,
+            fingerprint.mime_type,
+            len(new.data),
+            fingerprint.width,
+            fingerprint.height,
+            fingerprint.phash,
+            fingerprint.blurhash,
+        )
+        image_id = str(uuid7())
+
+        async def post(repo: CommunityRepository, now: datetime) -> str:
+            gallery = None
+            if new.gallery_version_id:
+                gallery = version_ref(await visible_version(repo.conn, actor, new.gallery_version_id))
+            resources = []
+            for resource in metadata.resources:
+                by_hash = (
+                    await q.versions_by_hash(repo.conn, resource.hash, resource.hash_kind.value, actor)
+                    if resource.hash and resource.hash_kind
+                    else []
+                )
+                by_name = [] if resource.hash else await q.versions_by_name(repo.conn, name_key(resource.name), actor)
+                resources.append(resource_of(resource, choose_link(resource, by_hash, by_name)))
+            image = Image.post(
+                image_id,
+                actor,
+                gallery=gallery,
+                stored=stored,
+                tags=new.tags,
+                generation=settings,
+                resources=tuple(resources),
+                request_id=new.request_id,
+                now=now,
+            )
+            await repo.save_image(image, ImageCounts())
+            return image_id
+
+        try:
+            posted = await self.run(None, post)
+        except exc.IntegrityError as error:
+            if not is_request_clash(error):
+                raise
+            posted = await self.created_by(actor, "image", new.request_id, digest) or image_id
+        return await self.get_image(actor, posted)
+
+    def _store(self, data: bytes) -> str:
+        """Store bytes in the image store; returns their SHA256 (identical bytes are stored once)."""
+        upload_id = f"image-{uuid7()}"
+        self.blobs.begin(upload_id)
+        try:
+            self.blobs.append(upload_id, 0, data)
+            stored = self.blobs.finish(upload_id)
+        finally:
+            self.blobs.abort(upload_id)  # drops the part or the finish marker; the blob stays
+        return stored.hashes.sha256
+
+    def _store_text(self, value: str | None) -> str:
+        return self._store(value.encode()) if value else ""
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    async def get_image(self, actor: Actor | None, image_id: str) -> ImageView:
+        """The image if visible to `actor` (Deleted ones only to their owner and privileged users)."""
+
+        async def read(conn: AsyncConnection) -> ImageView:
+            row = await q.image(conn, image_id)
+            if row is None or not await q.image_visible(conn, image_id, actor):
+                raise not_found("image", image_id)
+            return ImageView(row, await q.image_counts(conn, image_id))
+
+        return await self.read(read)
+
+    async def list_images(
+        self, actor: Actor | None, by: str, key: str, *, after: str | None, limit: int
+    ) -> list[ImageView]:
+        """Visible images of a version, a model or a user ("version", "model", "user"), newest first. The version
+        or model must be visible to `actor` (NotFound otherwise: a list must not reveal a hidden one)."""
+
+        async def read(conn: AsyncConnection) -> list[ImageView]:
+            if by == "version":
+                await visible_version(conn, actor, key)
+            elif by == "model":
+                await visible_model(conn, actor, key)
+            rows = await q.list_images(conn, by, key, actor, after, limit)
+            return [ImageView(row, await q.image_counts(conn, row.image_id)) for row in rows]
+
+        return await self.read(read)
+
+    async def visible_version_ids(self, actor: Actor | None, version_ids: list[str]) -> set[str]:
+        return await self.read(lambda conn: q.visible_versions(conn, version_ids, actor))
+
+    # -- changing -----------------------------------------------------------------------------------------
+
+    async def update_image(
+        self, actor: Actor, image_id: str, expected_version: int, tags: tuple[str, ...] | None, hidden: bool | None
+    ) -> ImageView:
+        async def update(repo: CommunityRepository, now: datetime) -> None:
+            image = await self._editable(repo, actor, image_id)
+            expect(image, expected_version)
+            image.update(actor, tags, hidden, now)
+            await repo.save_image(image)
+
+        await self.run(expected_version, update)
+        return await self.get_image(actor, image_id)
+
+    async def delete_image(self, actor: Actor, image_id: str, expected_version: int | None) -> ImageView:
+        """Delete; a retried delete of a deleted image succeeds and changes nothing."""
+
+        async def delete(repo: CommunityRepository, now: datetime) -> None:
+            image = await self._editable(repo, actor, image_id)
+            expect(image, expected_version)
+            image.delete(actor, now)
+            await repo.save_image(image)
+
+        await self.run(expected_version, delete)
+        return await self.get_image(actor, image_id)
+
+    async def _editable(self, repo: CommunityRepository, actor: Actor, image_id: str) -> Image:
+        image = await repo.load(Image, image_stream(image_id))
+        if not image.exists or not await q.image_visible(repo.conn, image_id, actor):
+            raise not_found("image", image_id)
+        image.require_editor(actor)
+        return image
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    async def open_part(self, actor: Actor | None, image_id: str, part: str) -> tuple[str, int, BinaryIO]:
+        """(content type, size, open file) of the image file ("file") or its ComfyUI JSON ("comfyui_prompt",
+        "comfyui_workflow"); NotFound when the image is not visible or has no such part."""
+        view = await self.get_image(actor, image_id)
+        row = view.row
+        sha, mime = {
+            "file": (row.blob_sha256, row.mime_type),
+            "comfyui_prompt": (row.generation.comfyui_prompt_sha256, "application/json"),
+            "comfyui_workflow": (row.generation.comfyui_workflow_sha256, "application/json"),
+        }[part]
+        if not sha:
+            raise not_found(f"image {part.replace('_', ' ')}", image_id)
+        handle = await asyncio.to_thread(self.blobs.open_blob, sha)
+        size = await asyncio.to_thread(lambda: handle.seek(0, 2))
+        handle.seek(0)
+        return mime, size, handle
