@@ -10,7 +10,7 @@ PROTO_OUT := libs/protos
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MODELHUB_STATE_DIR ?= $(CURDIR)/.state
 
-.PHONY: help venv protos protos-check protos-breaking lint format test chaos bench up down lock clean
+.PHONY: help venv protos protos-check protos-breaking lint format test chaos bench up down lock clean reindex
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench: $(STAMP) ## Run the benchmarks; each writes bench/results/<name>.json
 
 up: $(STAMP) ## Run the platform locally (Postgres, NATS, every service); Ctrl-C stops it
 	$(BIN)/python -m modelhub.devstack.up --state-dir "$(MODELHUB_STATE_DIR)"
+
+reindex: $(STAMP) ## Rebuild the search index into a fresh generation and swap it in (REINDEX_ARGS=--replay-stream, --offline)
+	$(BIN)/python -m modelhub.search.reindex $(REINDEX_ARGS)
 
 down: ## Stop a platform started by `make up` in another terminal
 	@test -x $(BIN)/python && $(BIN)/python -m modelhub.devstack.down --state-dir "$(MODELHUB_STATE_DIR)" || true

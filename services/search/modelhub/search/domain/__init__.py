@@ -1,0 +1,1 @@
+"""The search domain: documents, queries and the engine port. No I/O."""
