@@ -19,6 +19,7 @@ from modelhub.catalog.bootstrap_community import build_community, build_gallery
 from modelhub.catalog.config import CatalogSettings
 from modelhub.catalog.domain.collections import Visibility
 from modelhub.catalog.domain.community_base import SubjectKind
+from modelhub.catalog.domain.events import FileHash
 from modelhub.catalog.entrypoints.grpc_community import Community
 from modelhub.catalog.handlers.gallery import Gallery
 from modelhub.core.events.projection import rebuild
@@ -53,6 +54,12 @@ async def busy_history(catalog: Catalog, community: Community, gallery: Gallery)
     shown = await gallery.update_image(BOB, image.row.image_id, hidden.row.version, None, False)
     doomed = await post(gallery, CAROL)
     await gallery.delete_image(MOD, doomed.row.image_id, None)
+    # The FlatStyle LoRA the image names by its short hash: its AutoV3 is known only now, so the image is linked.
+    flat_style = model_file("FlatStyle.safetensors")
+    _, flat_version = await model_with(catalog, ALICE, "FlatStyle", [flat_style], model_type="LORA")
+    autov3 = (FileHash("AutoV3", "0123456789AB" + "0" * 52),)
+    await catalog.models.add_file_hashes(flat_version, flat_style.file_id, autov3)
+    assert await gallery.relink_queued() == 1
 
     review = await community.reviews.create(BOB, version, True, "good")
     review = await community.reviews.update(BOB, review.review_id, review.version, False, "meh")
@@ -171,4 +178,4 @@ async def test_every_change_is_published_once_in_order_per_stream(
     ]
     posted = [s for s in snapshots if isinstance(s, catalog_pb2.CatalogImageSnapshot) and s.creator_user_id == "bob"]
     assert [s.status for s in posted][:3] == ["Published", "Hidden", "Published"]
-    assert len(posted[-1].model_version_ids) == len(posted[-1].model_ids) == 1
+    assert len(posted[-1].model_version_ids) == len(posted[-1].model_ids) == 2  # the gallery's and FlatStyle's

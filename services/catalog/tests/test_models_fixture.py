@@ -30,7 +30,7 @@ def test_v1_model_events_still_read_as_the_current_version_and_fold() -> None:
         event = from_payload(payload)
         if event is not None:
             model.apply(event)
-    assert set(MODEL_EVENT_TYPES) <= seen
+    assert set(MODEL_EVENT_TYPES) - {"catalog.ModelFileHashesAdded"} <= seen  # later types: test_autov3_fixture.py
     assert {"catalog.ModelVersionPublished", "catalog.ModelSnapshot"} <= seen
     assert (model.status, model.name, model.tags, model.owner_name) == (
         ModelStatus.DELETED,

@@ -1,4 +1,4 @@
-"""Wiring of the catalog's gallery and community (GalleryService, CommunityService and the stats job), called
+"""Wiring of the catalog's gallery and community (GalleryService, CommunityService, the stats and re-link jobs),
 from bootstrap.py with one line each. Nothing is built at import time."""
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ def registrations(settings: CatalogSettings, catalog: Catalog) -> list[ServiceRe
 
 
 def jobs(settings: CatalogSettings, catalog: Catalog, stop: asyncio.Event) -> list[Job]:
-    """The stats job (model stats and image snapshots when counts changed), for bootstrap.serve."""
+    """The stats job (model stats and image snapshots when counts changed) and the re-link job (images naming a
+    short hash that became known since), for bootstrap.serve."""
     stats = Stats(catalog.engine, catalog.store, clock=catalog.clock)
-    return [(settings.stats_interval_seconds, stop, stats.run_once, "community stats")]
+    return [
+        (settings.stats_interval_seconds, stop, stats.run_once, "community stats"),
+        (settings.scan_interval_seconds, stop, build_gallery(settings, catalog).relink_queued, "image re-link"),
+    ]

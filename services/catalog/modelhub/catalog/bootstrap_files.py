@@ -48,12 +48,14 @@ def registration(settings: CatalogSettings, catalog: Catalog) -> ServiceRegistra
 
 
 def jobs(settings: CatalogSettings, catalog: Catalog, stop: asyncio.Event) -> list[Job]:
-    """The background jobs of files, for bootstrap.serve: pickle scans, download-count events, cleanup."""
+    """The background jobs of files, for bootstrap.serve: pickle scans, AutoV3 hashes, download-count events,
+    cleanup."""
     if not settings.run_file_jobs:
         return []
     files = build_files(settings, catalog)
     return [
         (settings.scan_interval_seconds, stop, files.scan_pending, "file scan"),
+        (settings.scan_interval_seconds, stop, files.hash_auto_v3, "AutoV3 hashing"),
         (settings.stats_interval_seconds, stop, files.flush_download_counts, "download counts"),
         (settings.cleanup_interval_seconds, stop, files.clean_up, "upload cleanup"),
     ]

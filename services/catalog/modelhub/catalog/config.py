@@ -27,8 +27,8 @@ class CatalogSettings(ServiceSettings):
     """Where model files live (content-addressed blobs and upload sessions); `make up` sets it."""
     max_file_size_bytes: int = Field(default=8 * GIB, ge=1)
     """The largest file a version may carry."""
-    upload_chunk_max_bytes: int = Field(default=2 * MIB, ge=1024, le=3 * MIB)
-    """The largest chunk one upload message may carry (below gRPC's 4 MiB message limit)."""
+    upload_chunk_max_bytes: int = Field(default=2 * MIB, ge=1024, le=16 * MIB)
+    """The largest chunk one upload message may carry; the server's gRPC message limit follows it."""
     download_chunk_bytes: int = Field(default=1 * MIB, ge=1024, le=3 * MIB)
     """Bytes per message of a download stream."""
     upload_session_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)

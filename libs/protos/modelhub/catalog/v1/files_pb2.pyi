@@ -465,9 +465,14 @@ class GetFileByHashRequest(_message.Message):
     HASH_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     hash: _builtins.str
-    """Hexadecimal, any case: 64 digits (SHA256, BLAKE3), 10 (AutoV2) or 8 (AutoV1, CRC32)."""
+    """Hexadecimal, any case: 64 digits (SHA256, BLAKE3, AutoV3), 12 (an A1111 short hash, "Lora hashes" and
+    "TI hashes": the start of a file's AutoV3 or of its SHA256), 10 (AutoV2) or 8 (AutoV1, CRC32).
+    """
     kind: _builtins.str
-    """SHA256, AutoV1, AutoV2, CRC32 or BLAKE3 (any case); empty = any kind."""
+    """SHA256, AutoV1, AutoV2, CRC32, BLAKE3 or AutoV3 (any case); empty = any kind. With 12 digits the kind is
+    empty or AutoV3, and both match either prefix (A1111 writes the AutoV3 prefix for a safetensors LoRA, the
+    SHA256 prefix for other LoRAs and for embeddings).
+    """
     def __init__(
         self,
         *,

@@ -34,7 +34,7 @@ class FileServiceStub:
     UploadFile streams its bytes in chunks, GetUpload tells where a dropped upload resumes, AbortUpload drops
     it. When the last declared byte arrives the file is hashed (SHA256, AutoV1, AutoV2, CRC32, BLAKE3, computed
     while the bytes streamed in), stored content-addressed, checked (a safetensors header must be valid) and
-    added to the version. Pickle-based files are added with scan result Pending and scanned in the background;
+    added to the version; a SafeTensor file's AutoV3 follows shortly, computed in the background. Pickle-based files are added with scan result Pending and scanned in the background;
     only files scanned clean (Success) are ever downloadable, and a version is publishable only when all of
     its files are.
 
@@ -78,7 +78,7 @@ class FileServiceAsyncStub(FileServiceStub):
     UploadFile streams its bytes in chunks, GetUpload tells where a dropped upload resumes, AbortUpload drops
     it. When the last declared byte arrives the file is hashed (SHA256, AutoV1, AutoV2, CRC32, BLAKE3, computed
     while the bytes streamed in), stored content-addressed, checked (a safetensors header must be valid) and
-    added to the version. Pickle-based files are added with scan result Pending and scanned in the background;
+    added to the version; a SafeTensor file's AutoV3 follows shortly, computed in the background. Pickle-based files are added with scan result Pending and scanned in the background;
     only files scanned clean (Success) are ever downloadable, and a version is publishable only when all of
     its files are.
 
@@ -118,7 +118,7 @@ class FileServiceServicer(metaclass=_abc_1.ABCMeta):
     UploadFile streams its bytes in chunks, GetUpload tells where a dropped upload resumes, AbortUpload drops
     it. When the last declared byte arrives the file is hashed (SHA256, AutoV1, AutoV2, CRC32, BLAKE3, computed
     while the bytes streamed in), stored content-addressed, checked (a safetensors header must be valid) and
-    added to the version. Pickle-based files are added with scan result Pending and scanned in the background;
+    added to the version; a SafeTensor file's AutoV3 follows shortly, computed in the background. Pickle-based files are added with scan result Pending and scanned in the background;
     only files scanned clean (Success) are ever downloadable, and a version is publishable only when all of
     its files are.
 

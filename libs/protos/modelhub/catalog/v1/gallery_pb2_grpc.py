@@ -32,8 +32,9 @@ class GalleryServiceStub:
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left
@@ -85,8 +86,9 @@ class GalleryServiceServicer:
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left
@@ -184,8 +186,9 @@ class GalleryService:
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left

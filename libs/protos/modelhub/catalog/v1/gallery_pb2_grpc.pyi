@@ -33,8 +33,9 @@ class GalleryServiceStub:
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left
@@ -68,8 +69,9 @@ class GalleryServiceAsyncStub(GalleryServiceStub):
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left
@@ -99,8 +101,9 @@ class GalleryServiceServicer(metaclass=_abc_1.ABCMeta):
     Generation metadata: when the file carries it (AUTOMATIC1111/Forge `parameters`, ComfyUI `prompt` /
     `workflow`), each field read from the file wins; fields the file lacks are taken from what the poster
     states; resources the poster states are added when the file does not name them already. Resources named by
-    hash are linked to the catalog version holding a file with that hash; named only, they are linked when
-    exactly one version matches the name.
+    hash are linked to the catalog version holding a file with that hash (A1111's 12-digit "Lora hashes" and "TI
+    hashes" by the start of a file's AutoV3 or SHA256); named only, they are linked when exactly one version
+    matches the name. A resource naming a LoRA whose AutoV3 was not computed yet is linked once it is.
 
     Visibility: a Hidden image is visible only to its owner, moderators and admins; a Deleted one only to
     moderators and admins and its owner; anyone else gets NOT_FOUND. Versions the caller may not see are left

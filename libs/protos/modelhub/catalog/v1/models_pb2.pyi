@@ -120,7 +120,10 @@ Global___License: _TypeAlias = License  # noqa: Y015
 
 @_typing.final
 class FileHash(_message.Message):
-    """FileHash is one hash of a file: kind SHA256, AutoV1, AutoV2, CRC32 or BLAKE3; value upper-case hex."""
+    """FileHash is one hash of a file: kind SHA256, AutoV1, AutoV2, CRC32, BLAKE3 or AutoV3; value upper-case hex.
+    AutoV3 (SafeTensor files only, 64 digits: SHA256 of the bytes after the header) appears shortly after the
+    upload, computed in the background.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

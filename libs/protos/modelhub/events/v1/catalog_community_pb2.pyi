@@ -170,7 +170,8 @@ Global___CatalogGenerationSettings: _TypeAlias = CatalogGenerationSettings  # no
 @_typing.final
 class CatalogImageResource(_message.Message):
     """A resource (checkpoint, LoRA, embedding, VAE, ...) used to make an image, and the catalog version it was
-    linked to when the image was posted (empty when no version matched unambiguously).
+    linked to when the image was posted, or later by catalog.ImageResourcesLinked (empty when no version matched
+    unambiguously).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -329,6 +330,39 @@ class CatalogImageUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CatalogImageUpdated: _TypeAlias = CatalogImageUpdated  # noqa: Y015
+
+@_typing.final
+class CatalogImageResourcesLinked(_message.Message):
+    """CatalogImageResourcesLinked ("catalog.ImageResourcesLinked"): resources that were unlinked when the image was
+    posted are now linked to versions, because the hash they name became known later (a SafeTensor LoRA's AutoV3
+    is computed shortly after its upload). `resources` is the image's whole list after the change; links made
+    before never change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogImageResource]: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        resources: _abc.Iterable[Global___CatalogImageResource] | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "image_id", b"image_id", "resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogImageResourcesLinked: _TypeAlias = CatalogImageResourcesLinked  # noqa: Y015
 
 @_typing.final
 class CatalogImageDeleted(_message.Message):

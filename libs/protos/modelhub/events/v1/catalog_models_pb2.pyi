@@ -699,6 +699,44 @@ class CatalogModelFileScanned(_message.Message):
 Global___CatalogModelFileScanned: _TypeAlias = CatalogModelFileScanned  # noqa: Y015
 
 @_typing.final
+class CatalogModelFileHashesAdded(_message.Message):
+    """CatalogModelFileHashesAdded ("catalog.ModelFileHashesAdded"): hashes computed after the file was added, now
+    part of its hashes: AutoV3 of a SafeTensor file (computed by a background job from the stored bytes, so it
+    may come after the version was published). Only kinds the file did not have are listed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_ID_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    model_version_id: _builtins.str
+    file_id: _builtins.str
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CatalogFileHash]: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_version_id: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+        hashes: _abc.Iterable[_catalog_pb2.CatalogFileHash] | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "file_id", b"file_id", "hashes", b"hashes", "model_id", b"model_id", "model_version_id", b"model_version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogModelFileHashesAdded: _TypeAlias = CatalogModelFileHashesAdded  # noqa: Y015
+
+@_typing.final
 class CatalogModelFileRemoved(_message.Message):
     """CatalogModelFileRemoved ("catalog.ModelFileRemoved"): the file is no longer part of the version."""
 

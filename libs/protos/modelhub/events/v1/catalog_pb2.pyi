@@ -190,7 +190,10 @@ Global___CatalogLicense: _TypeAlias = CatalogLicense  # noqa: Y015
 
 @_typing.final
 class CatalogFileHash(_message.Message):
-    """A hash of a file: kind is SHA256, AutoV1, AutoV2, CRC32 or BLAKE3; value is upper-case hex."""
+    """A hash of a file: kind is SHA256, AutoV1, AutoV2, CRC32, BLAKE3 or AutoV3; value is upper-case hex. AutoV3
+    (SafeTensor files only: SHA256 of the bytes after the header, 64 digits; A1111 writes its first 12 as a
+    LoRA's hash) is computed shortly after the upload, so a file may be listed first without it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -30,6 +30,7 @@ EVENTS: Final[dict[type[Any], tuple[str, type[Message]]]] = {
     ev.ImagePosted: ("catalog.ImagePosted", cc.CatalogImagePosted),
     ev.ImageUpdated: ("catalog.ImageUpdated", cc.CatalogImageUpdated),
     ev.ImageDeleted: ("catalog.ImageDeleted", cc.CatalogImageDeleted),
+    ev.ImageResourcesLinked: ("catalog.ImageResourcesLinked", cc.CatalogImageResourcesLinked),
     ev.ReviewCreated: ("catalog.ReviewCreated", cpb.CatalogReviewCreated),
     ev.ReviewWritten: ("catalog.ReviewWritten", cc.CatalogReviewWritten),
     ev.ReviewDeleted: ("catalog.ReviewDeleted", cc.CatalogReviewDeleted),

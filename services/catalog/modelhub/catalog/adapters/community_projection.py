@@ -92,6 +92,8 @@ class CommunityProjection:
                     {"at": event.at, "i": event.image_id, **version},
                 )
                 await _mark_image_models(conn, event.image_id, event.at)
+            case ev.ImageResourcesLinked():
+                await _link_resources(conn, event, stream_version)
             case ev.ImageCountsPublished():
                 await _exec(
                     conn, "UPDATE images SET stream_version = :v WHERE image_id = :i", {"i": event.image_id, **version}
@@ -373,6 +375,36 @@ async def _insert_image(conn: AsyncConnection, event: ev.ImagePosted, stream_ver
             image_fingerprint(event.blob_sha256, event.model_version_id, event.tags),
         )
     await _mark_models(conn, sorted({ref.model_id for ref in linked}), event.at)
+
+
+async def _link_resources(conn: AsyncConnection, event: ev.ImageResourcesLinked, stream_version: int) -> None:
+    """The resources' links as the event lists them, the image's versions completed, their models' stats marked."""
+    linked = [r for r in event.resources if r.model_version_id]
+    await _exec(
+        conn, "UPDATE images SET stream_version = :v WHERE image_id = :i", {"i": event.image_id, "v": stream_version}
+    )
+    if not linked:
+        return
+    await conn.execute(
+        text(
+            "UPDATE image_resources SET model_version_id = :mv, model_id = :m "
+            "WHERE image_id = :i AND position = :p AND model_version_id <> :mv"
+        ),
+        [
+            {"i": event.image_id, "p": position, "mv": r.model_version_id, "m": r.model_id}
+            for position, r in enumerate(event.resources)
+            if r.model_version_id
+        ],
+    )
+    refs = list(dict.fromkeys(VersionRef(r.model_version_id, r.model_id) for r in linked))
+    await conn.execute(
+        text(
+            "INSERT INTO image_versions (image_id, model_version_id, model_id) VALUES (:i, :mv, :m) "
+            "ON CONFLICT (image_id, model_version_id) DO NOTHING"
+        ),
+        [{"i": event.image_id, "mv": ref.model_version_id, "m": ref.model_id} for ref in refs],
+    )
+    await _mark_models(conn, sorted({ref.model_id for ref in refs}), event.at)
 
 
 async def _request(conn: AsyncConnection, owner: str, kind: str, request_id: str, item_id: str, digest: str) -> None:

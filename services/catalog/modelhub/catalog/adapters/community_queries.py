@@ -218,11 +218,12 @@ _LINKABLE: Final = """JOIN model_versions v ON v.model_version_id = f.model_vers
 
 
 async def versions_by_hash(conn: AsyncConnection, value: str, kind: str, actor: Actor) -> list[VersionRef]:
-    """Visible, live versions with a file whose hash of `kind` is `value` (upper-case hex). An AutoV3 hash
-    also matches the first 12 hex digits of a SHA256 (what A1111 writes for non-safetensors files)."""
+    """Visible, live versions with a file whose hash of `kind` is `value` (upper-case hex). A 12-digit "AutoV3"
+    (A1111's "Lora hashes", "TI hashes") matches the first 12 digits of a file's AutoV3 (a safetensors LoRA) or
+    of its SHA256 (other LoRAs; embeddings of any format), on the prefix indexes of catalog_0003 and 0004."""
     if kind == "AutoV3":
         match = (
-            "f.file_id IN (SELECT file_id FROM file_hashes WHERE kind = 'AutoV3' AND upper(value) = :value "
+            "f.file_id IN (SELECT file_id FROM file_hashes WHERE kind = 'AutoV3' AND left(upper(value), 12) = :value "
             "UNION SELECT file_id FROM file_hashes WHERE kind = 'SHA256' AND left(upper(value), 12) = :value)"
         )
     else:

@@ -121,9 +121,27 @@ BY_HASH_SQL: Final = f"""
 """The by-hash statement, in the driver's parameter style (psycopg: prepared after a few runs)."""
 
 
+BY_SHORT_HASH_SQL: Final = f"""
+    SELECT {_FILE_COLUMNS}, count(*) OVER () AS match_count
+    FROM model_files f
+    JOIN model_versions v ON v.model_version_id = f.model_version_id
+    JOIN models m ON m.model_id = f.model_id
+    WHERE f.file_id IN (
+        SELECT file_id FROM file_hashes WHERE kind = 'AutoV3' AND left(upper(value), 12) = %(value)s
+        UNION SELECT file_id FROM file_hashes WHERE kind = 'SHA256' AND left(upper(value), 12) = %(value)s)
+      AND (%(privileged)s OR m.owner_id = %(viewer)s OR (m.status = 'Published' AND v.status = 'Published'))
+    ORDER BY (m.status = 'Published' AND v.status = 'Published') DESC, f.file_id
+    LIMIT 1
+    """
+"""The by-hash statement for A1111's 12-digit short hash: the start of an AutoV3 or of a SHA256, one equality on
+each of the partial indexes file_hashes_autov3_prefix (catalog_0004) and file_hashes_sha256_prefix
+(catalog_0003); a file matching both counts once."""
+
+
 async def file_by_hash(conn: AsyncConnection, query: HashQuery, viewer_id: str, privileged: bool) -> FileRecord | None:
     """The file a hash designates among those the viewer may see (see GetFileByHashResponse for the rule),
-    with the number of such files. One statement on the index file_hashes_by_value (upper(value), kind).
+    with the number of such files. One statement on the index file_hashes_by_value (upper(value), kind); for an
+    A1111 short hash (12 digits), on the prefix indexes (BY_SHORT_HASH_SQL).
 
     The hot path of a public API: it runs on the driver's connection directly (the pooled one `conn` wraps),
     which halves its cost compared with going through SQLAlchemy's execution layer. `conn` should be in
@@ -138,7 +156,7 @@ async def file_by_hash(conn: AsyncConnection, query: HashQuery, viewer_id: str, 
     raw = await conn.get_raw_connection()
     driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
     async with driver.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(BY_HASH_SQL, params)
+        await cursor.execute(BY_SHORT_HASH_SQL if query.short else BY_HASH_SQL, params)
         row = await cursor.fetchone()
     return None if row is None else _record(row)
 
@@ -153,6 +171,19 @@ async def pending_scans(conn: AsyncConnection, limit: int) -> list[tuple[str, st
         {"limit": limit},
     )
     return [(r.model_version_id, r.file_id, r.blob_sha256, r.size_bytes) for r in result]
+
+
+async def pending_auto_v3(conn: AsyncConnection, limit: int, skip: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """SafeTensor files whose AutoV3 is still to compute, oldest first, but those in `skip`: (version id, file id,
+    blob SHA256). Index model_files_auto_v3_pending (catalog_0004): only pending files are read."""
+    result = await conn.execute(
+        text(
+            "SELECT model_version_id, file_id, blob_sha256 FROM model_files "
+            "WHERE auto_v3_pending AND file_id <> ALL(CAST(:skip AS text[])) ORDER BY file_id LIMIT :limit"
+        ),
+        {"limit": limit, "skip": list(skip)},
+    )
+    return [(r.model_version_id, r.file_id, r.blob_sha256) for r in result]
 
 
 # -- download counts ------------------------------------------------------------------------------------------

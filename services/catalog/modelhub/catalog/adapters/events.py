@@ -45,6 +45,7 @@ MODEL_EVENT_TYPES: dict[str, type[Message]] = {
     "catalog.ModelVersionParentsDeclared": mpb.CatalogModelVersionParentsDeclared,
     "catalog.ModelFileAdded": mpb.CatalogModelFileAdded,
     "catalog.ModelFileScanned": mpb.CatalogModelFileScanned,
+    "catalog.ModelFileHashesAdded": mpb.CatalogModelFileHashesAdded,
     "catalog.ModelFileRemoved": mpb.CatalogModelFileRemoved,
 }
 
@@ -265,6 +266,14 @@ def to_payload(event: ev.ModelEvent) -> Message:
                 scan_message=event.scan_message,
                 at=at,
             )
+        case ev.FileHashesAdded():
+            return mpb.CatalogModelFileHashesAdded(
+                model_id=event.model_id,
+                model_version_id=event.version_id,
+                file_id=event.file_id,
+                hashes=[cpb.CatalogFileHash(kind=h.kind, value=h.value) for h in event.hashes],
+                at=at,
+            )
         case ev.FileRemoved():
             return mpb.CatalogModelFileRemoved(
                 model_id=event.model_id,
@@ -377,6 +386,14 @@ def from_payload(payload: Message) -> ev.ModelEvent | None:
                 payload.file_id,
                 payload.scan_result,
                 payload.scan_message,
+                from_timestamp(payload.at),
+            )
+        case mpb.CatalogModelFileHashesAdded():
+            return ev.FileHashesAdded(
+                payload.model_id,
+                payload.model_version_id,
+                payload.file_id,
+                tuple(ev.FileHash(h.kind, h.value) for h in payload.hashes),
                 from_timestamp(payload.at),
             )
         case mpb.CatalogModelFileRemoved():

@@ -2,7 +2,8 @@
 
 The catalog's revisions form ONE fixed chain (each helper owns one revision):
 catalog_0001_models (models, versions, files, hashes, lineage, tags) <- catalog_0002_files (uploads,
-downloads) <- catalog_0003_community (images, reviews, comments, collections, ...).
+downloads) <- catalog_0003_community (images, reviews, comments, collections, ...) <- catalog_0004_autov3 (the
+AutoV3 queue and prefix index).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 `ModelProjection.apply` is called inline by the repository for every event it appends, in the same
 transaction (readers see their own writes at once), and by `modelhub.core.events.projection.rebuild`,
 which replays the whole log into emptied tables: the two must give the same tables (tested).
+
+One side effect beyond the tables: a recorded AutoV3 queues its short hash for the gallery's re-link job
+(adapters/relink.py; a rebuild queues them all again, and re-linking what is linked already does nothing).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from google.protobuf.message import Message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from modelhub.catalog.adapters import relink
 from modelhub.catalog.adapters.events import from_payload
 from modelhub.catalog.domain import events as ev
 from modelhub.catalog.domain.commands import ModelFields, create_fingerprint
-from modelhub.catalog.domain.vocabulary import ModelStatus, VersionStatus
+from modelhub.catalog.domain.downloads import SHORT_HASH_LENGTH
+from modelhub.catalog.domain.vocabulary import FileFormat, HashKind, ModelStatus, VersionStatus
 from modelhub.core.events.model import RecordedEvent
 from modelhub.events.v1.catalog_pb2 import CatalogModelSnapshot
 
@@ -86,11 +91,12 @@ _TOUCH_VERSION = text("UPDATE model_versions SET updated_at = :at WHERE model_ve
 _INSERT_FILE = text(
     """
     INSERT INTO model_files (file_id, model_version_id, model_id, position, name, type, format, size_bytes,
-        precision, size_kind, blob_sha256, scan_result, scan_message, safetensors_metadata, tensor_count, created_at)
+        precision, size_kind, blob_sha256, scan_result, scan_message, safetensors_metadata, tensor_count, created_at,
+        auto_v3_pending)
     VALUES (:file_id, :version_id, :model_id,
         (SELECT coalesce(max(position), 0) + 1 FROM model_files WHERE model_version_id = :version_id),
         :name, :type, :format, :size_bytes, :precision, :size_kind, :blob_sha256, :scan_result, :scan_message,
-        CAST(:safetensors_metadata AS jsonb), :tensor_count, :at)
+        CAST(:safetensors_metadata AS jsonb), :tensor_count, :at, :auto_v3_pending)
     """
 )
 
@@ -222,19 +228,10 @@ class ModelProjection:
                         "safetensors_metadata": json.dumps(dict(f.safetensors_metadata), sort_keys=True),
                         "tensor_count": f.tensor_count,
                         "at": event.at,
+                        "auto_v3_pending": auto_v3_pending(f),
                     },
                 )
-                if f.hashes:
-                    await conn.execute(
-                        text(
-                            "INSERT INTO file_hashes (file_id, kind, value, position) "
-                            "VALUES (:file_id, :kind, :value, :position)"
-                        ),
-                        [
-                            {"file_id": f.file_id, "kind": h.kind, "value": h.value, "position": i}
-                            for i, h in enumerate(f.hashes)
-                        ],
-                    )
+                await _insert_hashes(conn, f.file_id, f.hashes)
                 await conn.execute(_TOUCH_VERSION, {"version_id": event.version_id, "at": event.at})
             case ev.FileScanned():
                 await conn.execute(
@@ -242,10 +239,44 @@ class ModelProjection:
                     {"r": event.scan_result, "m": event.scan_message, "f": event.file_id},
                 )
                 await conn.execute(_TOUCH_VERSION, {"version_id": event.version_id, "at": event.at})
+            case ev.FileHashesAdded():
+                known = await conn.execute(
+                    text("SELECT count(*) FROM file_hashes WHERE file_id = :f"), {"f": event.file_id}
+                )
+                await _insert_hashes(conn, event.file_id, event.hashes, start=known.scalar_one())
+                for h in event.hashes:
+                    if h.kind == HashKind.AUTO_V3:
+                        await conn.execute(
+                            text("UPDATE model_files SET auto_v3_pending = false WHERE file_id = :f"),
+                            {"f": event.file_id},
+                        )
+                        # Gallery images that named this LoRA by its short hash before it was known get linked
+                        # now (adapters/relink.py): a work queue, filled in this same transaction.
+                        await relink.enqueue(conn, relink.AUTO_V3, h.value[:SHORT_HASH_LENGTH].upper(), event.at)
+                await conn.execute(_TOUCH_VERSION, {"version_id": event.version_id, "at": event.at})
             case ev.FileRemoved():
                 await conn.execute(text("DELETE FROM model_files WHERE file_id = :f"), {"f": event.file_id})
                 await conn.execute(_TOUCH_VERSION, {"version_id": event.version_id, "at": event.at})
         await conn.execute(_TOUCH_MODEL, {**model, "stream_version": stream_version})
+
+
+def auto_v3_pending(file: ev.ModelFile) -> bool:
+    """Whether the AutoV3 job has yet to hash the file (column `model_files.auto_v3_pending`, catalog_0004)."""
+    return file.format == FileFormat.SAFE_TENSOR and not any(h.kind == HashKind.AUTO_V3 for h in file.hashes)
+
+
+async def _insert_hashes(conn: AsyncConnection, file_id: str, hashes: tuple[ev.FileHash, ...], start: int = 0) -> None:
+    """Add hashes at positions `start`, `start` + 1, ... (the order the events list them in)."""
+    if hashes:
+        await conn.execute(
+            text(
+                "INSERT INTO file_hashes (file_id, kind, value, position) VALUES (:file_id, :kind, :value, :position)"
+            ),
+            [
+                {"file_id": file_id, "kind": h.kind, "value": h.value, "position": start + i}
+                for i, h in enumerate(hashes)
+            ],
+        )
 
 
 def _license(license: ev.License) -> dict[str, object]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
+import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +24,7 @@ _MODEL_COLUMNS = """model_id, stream_version, owner_id, owner_name, name, descri
     ARRAY(SELECT tag FROM model_tags t WHERE t.model_id = models.model_id ORDER BY position) AS tags"""
 
 
-def _model(row: RowMapping) -> Model:
+def _model(row: RowMapping | dict[str, Any]) -> Model:
     model = Model(row["model_id"])
     model.exists = True
     model.version = row["stream_version"]
@@ -43,77 +45,103 @@ def _model(row: RowMapping) -> Model:
     return model
 
 
+LOAD_MODEL_SQL: Final = f"""
+    SELECT {_MODEL_COLUMNS},
+        (SELECT json_agg(json_build_object(
+                'id', v.model_version_id, 'name', v.name, 'base_model', v.base_model,
+                'trained_words', v.trained_words, 'changelog', v.changelog,
+                'early_access_days', v.early_access_days, 'status', v.status,
+                'created_at', v.created_at, 'updated_at', v.updated_at,
+                'published_at', v.published_at, 'scheduled_at', v.scheduled_publish_at,
+                'files', (
+                    SELECT json_agg(json_build_object(
+                            'file_id', f.file_id, 'name', f.name, 'type', f.type, 'format', f.format,
+                            'size_bytes', f.size_bytes, 'blob_sha256', f.blob_sha256,
+                            'scan_result', f.scan_result, 'scan_message', f.scan_message,
+                            'precision', f.precision, 'size_kind', f.size_kind,
+                            'safetensors_metadata', f.safetensors_metadata, 'tensor_count', f.tensor_count,
+                            'hashes', (
+                                SELECT json_agg(json_build_array(h.kind, h.value) ORDER BY h.position)
+                                FROM file_hashes h WHERE h.file_id = f.file_id)
+                        ) ORDER BY f.position)
+                    FROM model_files f WHERE f.model_version_id = v.model_version_id),
+                'parents', (
+                    SELECT json_agg(json_build_array(
+                            e.parent_model_id, e.parent_version_id, e.relation, e.weight, e.attribution
+                        ) ORDER BY e.position)
+                    FROM lineage_edges e WHERE e.child_version_id = v.model_version_id)
+            ) ORDER BY v.position)
+        FROM model_versions v WHERE v.model_id = models.model_id) AS versions
+    FROM models WHERE model_id = %(model_id)s
+    """
+"""GetModel's read: the model with its versions, their files (with hashes) and parents as one JSON column.
+
+One statement, so one round trip and one snapshot (separate queries could see a file whose version they
+had not seen yet). Every level is reached through an index: versions by (model_id, position), files by
+model_files_by_version, hashes and parents by their primary keys (model_files and lineage_edges have no
+index on model_id: filtering them by model_id scans the whole table)."""
+
+
 async def load_model(conn: AsyncConnection, model_id: str) -> Model | None:
-    """A model with its versions, files and parents, as the read models hold it (None if unknown)."""
-    row = (
-        (await conn.execute(text(f"SELECT {_MODEL_COLUMNS} FROM models WHERE model_id = :m"), {"m": model_id}))
-        .mappings()
-        .first()
-    )
+    """A model with its versions, files and parents, as the read models hold it (None if unknown).
+
+    Runs `LOAD_MODEL_SQL` on the driver's connection (the pooled one `conn` wraps): GetModel is a hot public
+    read, and SQLAlchemy's execution layer would cost more than the statement. Inside a transaction of `conn`
+    or not (autocommit is cheaper: no BEGIN and ROLLBACK round trips)."""
+    raw = await conn.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    async with driver.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(LOAD_MODEL_SQL, {"model_id": model_id})
+        row = await cursor.fetchone()
     if row is None:
         return None
     model = _model(row)
-    versions = await conn.execute(
-        text("SELECT * FROM model_versions WHERE model_id = :m ORDER BY position"), {"m": model_id}
-    )
-    for v in versions.mappings():
-        model.versions[v["model_version_id"]] = Version(
-            id=v["model_version_id"],
+    for v in row["versions"] or ():
+        model.versions[v["id"]] = Version(
+            id=v["id"],
             name=v["name"],
             base_model=v["base_model"],
             trained_words=tuple(v["trained_words"]),
             changelog=v["changelog"],
             early_access_days=v["early_access_days"],
-            created_at=v["created_at"],
-            updated_at=v["updated_at"],
+            created_at=_timestamp(v["created_at"]),
+            updated_at=_timestamp(v["updated_at"]),
             status=VersionStatus(v["status"]),
-            published_at=v["published_at"],
-            scheduled_at=v["scheduled_publish_at"],
+            published_at=_optional_timestamp(v["published_at"]),
+            scheduled_at=_optional_timestamp(v["scheduled_at"]),
+            files={f["file_id"]: _file(f) for f in v["files"] or ()},
+            parents=tuple(
+                Parent(parent_model, parent_version, Relation(relation), weight, attribution)
+                for parent_model, parent_version, relation, weight, attribution in v["parents"] or ()
+            ),
         )
-    hashes: dict[str, list[FileHash]] = {}
-    hash_rows = await conn.execute(
-        text(
-            "SELECT h.file_id, h.kind, h.value FROM file_hashes h JOIN model_files f USING (file_id) "
-            "WHERE f.model_id = :m ORDER BY h.file_id, h.position"
-        ),
-        {"m": model_id},
-    )
-    for h in hash_rows:
-        hashes.setdefault(h.file_id, []).append(FileHash(h.kind, h.value))
-    files = await conn.execute(
-        text("SELECT * FROM model_files WHERE model_id = :m ORDER BY model_version_id, position"), {"m": model_id}
-    )
-    for f in files.mappings():
-        model.versions[f["model_version_id"]].files[f["file_id"]] = _file(f, hashes.get(f["file_id"], []))
-    edges = await conn.execute(
-        text("SELECT * FROM lineage_edges WHERE child_model_id = :m ORDER BY child_version_id, position"),
-        {"m": model_id},
-    )
-    parents: dict[str, list[Parent]] = {}
-    for e in edges.mappings():
-        parents.setdefault(e["child_version_id"], []).append(
-            Parent(e["parent_model_id"], e["parent_version_id"], Relation(e["relation"]), e["weight"], e["attribution"])
-        )
-    for version_id, declared in parents.items():
-        model.versions[version_id].parents = tuple(declared)
     return model
 
 
-def _file(row: RowMapping, hashes: Sequence[FileHash]) -> ModelFile:
+def _timestamp(value: str) -> datetime:
+    """A timestamptz as PostgreSQL writes it in JSON (ISO 8601 with the offset)."""
+    return datetime.fromisoformat(value)
+
+
+def _optional_timestamp(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _file(f: dict[str, Any]) -> ModelFile:
     return ModelFile(
-        file_id=row["file_id"],
-        name=row["name"],
-        type=row["type"],
-        format=row["format"],
-        size_bytes=row["size_bytes"],
-        blob_sha256=row["blob_sha256"],
-        hashes=tuple(hashes),
-        scan_result=row["scan_result"],
-        scan_message=row["scan_message"],
-        precision=row["precision"],
-        size_kind=row["size_kind"],
-        safetensors_metadata=dict(row["safetensors_metadata"]),
-        tensor_count=row["tensor_count"],
+        file_id=f["file_id"],
+        name=f["name"],
+        type=f["type"],
+        format=f["format"],
+        size_bytes=f["size_bytes"],
+        blob_sha256=f["blob_sha256"],
+        hashes=tuple(FileHash(kind, value) for kind, value in f["hashes"] or ()),
+        scan_result=f["scan_result"],
+        scan_message=f["scan_message"],
+        precision=f["precision"],
+        size_kind=f["size_kind"],
+        safetensors_metadata=f["safetensors_metadata"],
+        tensor_count=f["tensor_count"],
     )
 
 

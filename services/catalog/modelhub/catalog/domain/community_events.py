@@ -79,6 +79,15 @@ class ImageUpdated:
 
 
 @dataclass(frozen=True)
+class ImageResourcesLinked:
+    """Unlinked resources got linked (a hash they name became known later); `resources` is the whole list."""
+
+    image_id: str
+    resources: tuple[ImageResource, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
 class ImageDeleted:
     image_id: str
     by_user_id: str
@@ -279,6 +288,7 @@ CommunityEvent = (
     ImagePosted
     | ImageUpdated
     | ImageDeleted
+    | ImageResourcesLinked
     | ImageCountsPublished
     | ReviewCreated
     | ReviewWritten

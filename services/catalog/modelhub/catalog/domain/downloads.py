@@ -23,8 +23,12 @@ HASH_LENGTHS: Final = {
     HashKind.AUTO_V2: 10,
     HashKind.CRC32: 8,
     HashKind.BLAKE3: 64,
+    HashKind.AUTO_V3: 64,
 }
 """Hex digits of each hash kind (Civitai's kinds, upper-case hex)."""
+SHORT_HASH_LENGTH: Final = 12
+"""An A1111 short hash ("Lora hashes", "TI hashes"): the first 12 digits of a file's AutoV3 (a safetensors LoRA)
+or of its SHA256 (other LoRAs, and embeddings of any format). A lookup by it matches either prefix."""
 _HEX: Final = re.compile(r"[0-9A-F]+")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -34,6 +38,11 @@ class HashQuery:
     value: str
     """Upper-case hex, as the hashes are stored."""
     kind: HashKind | None
+
+    @property
+    def short(self) -> bool:
+        """An A1111 short hash: matched against the start of AutoV3 and SHA256 values (SHORT_HASH_LENGTH)."""
+        return len(self.value) == SHORT_HASH_LENGTH
 
 
 def hash_query(value: str, kind: str) -> HashQuery:
@@ -49,11 +58,13 @@ def hash_query(value: str, kind: str) -> HashQuery:
         v.add("hash", "is required")
     elif not _HEX.fullmatch(normalized):
         v.add("hash", "must be hexadecimal digits (0-9, A-F, any case)")
-    elif parsed is not None and len(normalized) != HASH_LENGTHS[parsed]:
+    elif parsed == HashKind.AUTO_V3 and len(normalized) not in (HASH_LENGTHS[parsed], SHORT_HASH_LENGTH):
+        v.add("hash", f"an AutoV3 hash has 64 hex digits, or 12 for A1111's short form; got {len(normalized)}")
+    elif parsed is not None and parsed != HashKind.AUTO_V3 and len(normalized) != HASH_LENGTHS[parsed]:
         v.add("hash", f"a {parsed.value} hash has {HASH_LENGTHS[parsed]} hex digits; got {len(normalized)}")
-    elif len(normalized) not in set(HASH_LENGTHS.values()):
+    elif len(normalized) not in {*HASH_LENGTHS.values(), SHORT_HASH_LENGTH}:
         lengths = ", ".join(f"{k.value} {n}" for k, n in HASH_LENGTHS.items())
-        v.add("hash", f"no hash kind has {len(normalized)} hex digits ({lengths})")
+        v.add("hash", f"no hash kind has {len(normalized)} hex digits ({lengths}; A1111's short hash 12)")
     v.raise_if_any("hash lookup")
     return HashQuery(normalized, parsed)
 

@@ -210,6 +210,17 @@ class FileScanned:
 
 
 @dataclass(frozen=True)
+class FileHashesAdded:
+    """Hashes computed after the file was added (AutoV3, by a background job), added to the file's hashes."""
+
+    model_id: str
+    version_id: str
+    file_id: str
+    hashes: tuple[FileHash, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
 class FileRemoved:
     model_id: str
     version_id: str
@@ -234,5 +245,6 @@ ModelEvent = (
     | ParentsDeclared
     | FileAdded
     | FileScanned
+    | FileHashesAdded
     | FileRemoved
 )

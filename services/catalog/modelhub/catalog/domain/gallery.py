@@ -25,6 +25,7 @@ from modelhub.catalog.domain.community_events import (
     ImageDeleted,
     ImagePosted,
     ImageResource,
+    ImageResourcesLinked,
     ImageUpdated,
 )
 from modelhub.catalog.images import GenerationMetadata, Resource
@@ -130,6 +131,8 @@ class Image(CommunityAggregate):
             case ImageDeleted():
                 self.status = ImageStatus.DELETED
                 self.updated_at = event.at
+            case ImageResourcesLinked():
+                self.resources = event.resources
             case ImageCountsPublished():
                 self.counts = ImageCounts(event.reactions, event.comments, event.collected)
 
@@ -184,6 +187,21 @@ class Image(CommunityAggregate):
         if self.status != ImageStatus.DELETED:
             self.record(ImageDeleted(self.id, actor.id, now))
 
+    def link_resources(self, links: dict[int, VersionRef], now: datetime) -> None:
+        """Link unlinked resources (by position) to versions found since the image was posted. A resource that
+        is linked already keeps its link; nothing is recorded when nothing changes (a re-run) or the image is
+        deleted."""
+        if self.status == ImageStatus.DELETED:
+            return
+        resources = list(self.resources)
+        for position, ref in links.items():
+            if 0 <= position < len(resources) and not resources[position].model_version_id:
+                resources[position] = replace(
+                    resources[position], model_version_id=ref.model_version_id, model_id=ref.model_id
+                )
+        if tuple(resources) != self.resources:
+            self.record(ImageResourcesLinked(self.id, tuple(resources), now))
+
     def _require_not_deleted(self) -> None:
         if self.status == ImageStatus.DELETED:
             raise FailedPrecondition(
@@ -231,9 +249,14 @@ def choose_link(resource: Resource, by_hash: list[VersionRef], by_name: list[Ver
     """The version a resource is linked to (see the module doc): `by_hash` and `by_name` are the visible
     versions whose files match the resource's hash / name."""
     if resource.hash:
-        return min(by_hash, key=lambda ref: ref.model_version_id) if by_hash else None
+        return hash_link(by_hash)
     candidates = set(by_name)
     return candidates.pop() if len(candidates) == 1 else None
+
+
+def hash_link(by_hash: list[VersionRef]) -> VersionRef | None:
+    """The version a resource named by hash is linked to: the oldest of those holding a file with the hash."""
+    return min(by_hash, key=lambda ref: ref.model_version_id) if by_hash else None
 
 
 def name_key(name: str) -> str:

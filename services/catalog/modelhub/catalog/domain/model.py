@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from modelhub.catalog.domain.commands import Actor, ModelChanges, ModelFields, VersionChanges, VersionFields
 from modelhub.catalog.domain.events import (
     FileAdded,
+    FileHash,
+    FileHashesAdded,
     FileRemoved,
     FileScanned,
     License,
@@ -214,6 +216,11 @@ class Model:
                 v = self.versions[event.version_id]
                 f = v.files[event.file_id]
                 v.files[event.file_id] = replace(f, scan_result=event.scan_result, scan_message=event.scan_message)
+                v.updated_at = event.at
+            case FileHashesAdded():
+                v = self.versions[event.version_id]
+                f = v.files[event.file_id]
+                v.files[event.file_id] = replace(f, hashes=f.hashes + event.hashes)
                 v.updated_at = event.at
             case FileRemoved():
                 v = self.versions[event.version_id]
@@ -518,6 +525,32 @@ class Model:
         if f is None or (f.scan_result == result.value and f.scan_message == message):
             return
         self._record(FileScanned(self.id, version_id, file_id, result.value, message, now))
+
+    def add_file_hashes(self, version_id: str, file_id: str, hashes: tuple[FileHash, ...], now: datetime) -> None:
+        """Record hashes computed after the file was added (the catalog itself). Hashes the file has already are
+        dropped, so recording the same hashes again is a no-op, as is recording them for a file removed since.
+        Allowed whatever the model's or version's status: they are facts about stored bytes, which publication
+        never waits for. A kind the file has with another value is refused: the hashes are functions of the
+        bytes, so the stored bytes would have changed (FailedPrecondition)."""
+        v = self.versions.get(version_id)
+        f = v.files.get(file_id) if v is not None else None
+        if f is None:
+            return
+        known = {h.kind: h.value for h in f.hashes}
+        new: list[FileHash] = []
+        for h in hashes:
+            have = known.get(h.kind)
+            if have is None:
+                known[h.kind] = h.value
+                new.append(h)
+            elif have != h.value:
+                raise FailedPrecondition(
+                    f"file {file_id} has {h.kind} {have}, not {h.value}: its stored bytes changed",
+                    reason="FILE_HASH_MISMATCH",
+                    metadata={"file_id": file_id, "kind": h.kind},
+                )
+        if new:
+            self._record(FileHashesAdded(self.id, version_id, file_id, tuple(new), now))
 
     def remove_file(self, actor: Actor, version_id: str, file_id: str, now: datetime) -> None:
         self._require_not_deleted()

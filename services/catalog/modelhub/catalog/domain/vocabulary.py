@@ -105,8 +105,12 @@ class ScanResult(StrEnum):
 
 
 class HashKind(StrEnum):
+    """Civitai's hash kinds (upper-case hex). All but AutoV3 are computed while an upload streams in; AutoV3
+    (SafeTensor files only) by a background job after the file was added (files/hashing.py)."""
+
     SHA256 = "SHA256"
     AUTO_V1 = "AutoV1"
     AUTO_V2 = "AutoV2"
     CRC32 = "CRC32"
     BLAKE3 = "BLAKE3"
+    AUTO_V3 = "AutoV3"

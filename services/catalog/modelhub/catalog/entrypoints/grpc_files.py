@@ -65,13 +65,42 @@ def _parsed(message: Any) -> Any:
     return message
 
 
+_CHUNK_TAG: Final = pb.UploadFileRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
+"""The first byte of an UploadFileRequest that carries a chunk: its field number, wire type 2 (length-delimited)."""
+_parse_upload_message = _lenient(pb.UploadFileRequest.FromString)
+
+
+def _upload_message(data: bytes) -> memoryview | Message | _Undecodable:
+    """UploadFile's request deserializer. A message that is a chunk and nothing else (every message of an upload
+    but the first) becomes a view of the chunk's bytes inside the received buffer; anything else is parsed by
+    protobuf as usual.
+
+    Why: protobuf's parser copies each chunk into a new bytes object. The copy itself is cheap, but each one is
+    a fresh multi-megabyte allocation, often of pages the kernel must fault in again, and that costs: without
+    it uploads run 15-40 % faster on the 2-core benchmark machine (docs/catalog.md, Performance)."""
+    if len(data) >= 2 and data[0] == _CHUNK_TAG:
+        length, shift, position = 0, 0, 1
+        while position < min(len(data), 11):  # the length: a varint of at most 10 bytes
+            byte = data[position]
+            position += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                if position + length == len(data):
+                    return memoryview(data)[position:]
+                break
+    return _parse_upload_message(data)
+
+
 def add_to_server(servicer: FileServicer, server: grpc.aio.Server) -> None:
     """Register FileService's methods (unary and streaming) with lenient request parsing."""
     descriptor = pb.DESCRIPTOR.services_by_name["FileService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
         kwargs: dict[str, Any] = {
-            "request_deserializer": _lenient(getattr(pb, method.input_type.name).FromString),
+            "request_deserializer": _upload_message
+            if method.name == "UploadFile"
+            else _lenient(getattr(pb, method.input_type.name).FromString),
             "response_serializer": getattr(pb, method.output_type.name).SerializeToString,
         }
         behavior = getattr(servicer, method.name)
@@ -91,6 +120,15 @@ def _required(field: str, value: str) -> str:
         v.add(field, "is required")
         v.raise_if_any("request")
     return value
+
+
+def _chunk_of(message: pb.UploadFileRequest) -> bytes:
+    if message.WhichOneof("content") != "chunk":
+        raise InvalidArgument(
+            "only the first message of an upload names the target; the others carry bytes",
+            violations=[FieldViolation("target", "is allowed in the first message only")],
+        )
+    return message.chunk
 
 
 def file_pb(file: ModelFile, *, downloadable: bool) -> models_pb2.ModelFile:
@@ -181,7 +219,7 @@ class FileServicer:
     ) -> pb.UploadFileResponse:
         caller = actor()
         first = _parsed(await anext(aiter(request_iterator), None))
-        if first is None or first.WhichOneof("content") != "target":
+        if first is None or isinstance(first, memoryview) or first.WhichOneof("content") != "target":
             raise InvalidArgument(
                 "the first message of an upload names the upload and the offset its bytes start at",
                 violations=[FieldViolation("target", "is required in the first message (and only there)")],
@@ -194,13 +232,7 @@ class FileServicer:
         storing: asyncio.Future[int] | None = None
         try:
             async for raw in request_iterator:
-                message = _parsed(raw)
-                if message.WhichOneof("content") != "chunk":
-                    raise InvalidArgument(
-                        "only the first message of an upload names the target; the others carry bytes",
-                        violations=[FieldViolation("target", "is allowed in the first message only")],
-                    )
-                chunk = message.chunk
+                chunk = raw if isinstance(raw, memoryview) else _chunk_of(_parsed(raw))
                 if len(chunk) > self.max_chunk_bytes:
                     raise InvalidArgument(
                         f"a chunk may carry at most {self.max_chunk_bytes} bytes; got {len(chunk)}",

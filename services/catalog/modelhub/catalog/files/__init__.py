@@ -15,7 +15,7 @@ from modelhub.catalog.files.errors import (
     UploadOffsetMismatch,
 )
 from modelhub.catalog.files.formats import HEAD_SIZE, detect_format
-from modelhub.catalog.files.hashing import FileHasher, FileHashes, hash_file
+from modelhub.catalog.files.hashing import FileHasher, FileHashes, auto_v3_of, hash_file
 from modelhub.catalog.files.inspection import FileInspection, inspect_blob
 from modelhub.catalog.files.safetensors import (
     SafetensorsHeader,
@@ -46,6 +46,7 @@ __all__ = [
     "UploadNotFound",
     "UploadOffsetMismatch",
     "UploadState",
+    "auto_v3_of",
     "detect_format",
     "hash_file",
     "inspect_blob",

@@ -6,6 +6,10 @@
   where that window says little about the file.
 - AutoV2: the first 10 hex digits of SHA256.
 - CRC32 (8 hex digits) and BLAKE3 (64 hex digits).
+- AutoV3 (SafeTensor files only): SHA256 of the bytes after the safetensors header, from 8 + header length to
+  the end: A1111's `addnet_hash_safetensors`, whose first 12 hex digits A1111 writes as a LoRA's hash ("Lora
+  hashes"). Not part of the streaming pass (a second full SHA256 there would halve upload throughput):
+  `auto_v3_of` computes it from the stored blob afterwards.
 
 Speed: SHA256 is the slowest of the three digests. Chunks are gathered into 1 MiB batches, and each batch's
 SHA256 runs on a worker thread while the calling thread computes BLAKE3 and CRC32 (hashlib, blake3 and zlib
@@ -15,6 +19,7 @@ release the GIL on large buffers): with a spare core, hashing all kinds costs li
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +30,7 @@ from typing import Final, TypeAlias
 import blake3
 
 from modelhub.catalog.domain.vocabulary import HashKind
+from modelhub.catalog.files.errors import InvalidFile
 
 AUTO_V1_OFFSET: Final = 0x100000
 """AutoV1 hashes the window [1 MiB, 1 MiB + 64 KiB)."""
@@ -161,3 +167,28 @@ def hash_file(path: Path, chunk_size: int = BATCH_SIZE) -> FileHashes:
         while count := file.readinto(buffer):
             hasher.update(view[:count])
     return hasher.result()
+
+
+AUTO_V3_SHORT: Final = 12
+"""Hex digits of the AutoV3 prefix A1111 writes in "Lora hashes"."""
+
+
+def auto_v3_of(path: Path, chunk_size: int = BATCH_SIZE) -> str:
+    """The AutoV3 hash (upper-case hex, 64 digits) of the safetensors file at `path`: SHA256 of everything after
+    the header, which A1111 computes the same way whatever the header says (its metadata can change without
+    changing the hash). Raises InvalidFile when the file is too short to hold the header it declares."""
+    sha256 = hashlib.sha256()
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as file:
+        size = path.stat().st_size
+        head = file.read(8)
+        if len(head) < 8:
+            raise InvalidFile(f"safetensors file is {size} bytes, too short to hold the 8-byte header length")
+        (header_length,) = struct.unpack("<Q", head)
+        if 8 + header_length > size:
+            raise InvalidFile(f"safetensors header length {header_length} exceeds the file size ({size} bytes)")
+        file.seek(8 + header_length)
+        while count := file.readinto(buffer):
+            sha256.update(view[:count])
+    return sha256.hexdigest().upper()

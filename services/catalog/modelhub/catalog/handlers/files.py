@@ -26,6 +26,10 @@ Write paths, and what a crash, a retry or a race does to each (docs/catalog.md, 
 - Scanner: scans files whose scan result is Pending and records the verdict through the aggregate. A crash
   mid-scan leaves the file Pending and it is scanned again; two scanners may scan one file twice, and the
   second identical verdict records nothing.
+- AutoV3: hashes SafeTensor files that have no AutoV3 yet (after the header, from the stored blob: off the
+  upload's path) and records it through the aggregate (catalog.ModelFileHashesAdded). A crash before the
+  commit leaves the file pending and it is hashed again (same bytes, same value); two jobs may hash one file
+  twice, and the second records nothing. Publication never waits for it.
 - Cleanup: expires sessions idle longer than the session lifetime (and deletes their bytes), removes part
   files no session owns, and deletes blobs that no file and no open session references, under the blob
   lock (adapters/blobs.py) so that it never deletes bytes a completion is about to reference.
@@ -59,6 +63,7 @@ from modelhub.catalog.domain.uploads import UploadRequest, UploadSession, Upload
 from modelhub.catalog.domain.vocabulary import HashKind, ModelStatus, ScanResult, VersionStatus
 from modelhub.catalog.files.blobstore import BlobStore
 from modelhub.catalog.files.errors import InvalidFile, UploadNotFound, UploadOffsetMismatch
+from modelhub.catalog.files.hashing import auto_v3_of
 from modelhub.catalog.files.inspection import inspect_blob
 from modelhub.catalog.handlers import Clock, utcnow
 from modelhub.catalog.handlers.models import ModelCatalog
@@ -70,6 +75,7 @@ from modelhub.core.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    StreamVersionConflict,
 )
 from modelhub.core.events.model import NewEvent
 from modelhub.core.events.store import EventStore
@@ -81,6 +87,7 @@ FLUSH_LOCK: Final = "catalog:downloads-flush"
 MAX_WINDOW_HOPS: Final = 100
 """A download counted into an emitted window moves on to the next one, at most this many times."""
 SCAN_BATCH: Final = 20
+AUTO_V3_BATCH: Final = 20
 FLUSH_BATCH: Final = 500
 EXPIRE_BATCH: Final = 1000
 COLLECT_BATCH: Final = 1000
@@ -156,6 +163,8 @@ class FileCatalog:
         # A completion holds a pooled connection (the blob lock) while it uses others: bounding how many run
         # at once keeps a burst of them from taking the whole pool and waiting on each other.
         self._completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
+        self._auto_v3_skipped: set[str] = set()
+        """Files the AutoV3 job failed on (see hash_auto_v3)."""
 
     # -- upload sessions ------------------------------------------------------------------------------------
 
@@ -272,7 +281,7 @@ class FileCatalog:
             raise UploadOffsetMismatch(upload_id, offset, state.offset)
         return touched, state.offset
 
-    async def append(self, session: UploadSession, offset: int, chunk: bytes) -> int:
+    async def append(self, session: UploadSession, offset: int, chunk: bytes | memoryview) -> int:
         """Store `chunk` at `offset`; returns the new offset. Nothing is stored past the declared size."""
         end = offset + len(chunk)
         if end > session.size_bytes:
@@ -451,6 +460,23 @@ class FileCatalog:
                 result, message = ScanResult.ERROR, f"the file could not be scanned ({type(error).__name__})"
             await self.models.record_scan(version_id, file_id, result, message)
             log.info("file %s scanned: %s %s", file_id, result.value, message)
+        return len(pending)
+
+    async def hash_auto_v3(self, limit: int = AUTO_V3_BATCH) -> int:
+        """Compute and record the AutoV3 of up to `limit` SafeTensor files that lack one; returns how many were
+        handled. A file whose AutoV3 cannot be computed or recorded (its blob is missing, its bytes changed) is
+        logged and skipped until the process restarts, so it never blocks the files behind it."""
+        async with self.engine.connect() as conn:
+            pending = await downloads.pending_auto_v3(conn, limit, sorted(self._auto_v3_skipped))
+        for version_id, file_id, sha256 in pending:
+            try:
+                value = await asyncio.to_thread(auto_v3_of, self.blobs.blob_path(sha256))
+                await self.models.add_file_hashes(version_id, file_id, (FileHash(HashKind.AUTO_V3.value, value),))
+            except StreamVersionConflict:
+                raise  # busy model: the next round tries again
+            except (OSError, DomainError) as error:
+                log.error("AutoV3 of file %s not recorded, skipped until restart: %s", file_id, error)
+                self._auto_v3_skipped.add(file_id)
         return len(pending)
 
     async def flush_download_counts(self, limit: int = FLUSH_BATCH) -> int:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from functools import partial
+from typing import BinaryIO, Final
 
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid_utils.compat import uuid7
 
 from modelhub.catalog.adapters import community_queries as q
+from modelhub.catalog.adapters import relink
 from modelhub.catalog.adapters.community_projection import image_fingerprint
 from modelhub.catalog.adapters.community_repository import CommunityRepository
 from modelhub.catalog.domain.commands import Actor
@@ -33,6 +35,7 @@ from modelhub.catalog.domain.gallery import (
     ImageCounts,
     StoredImage,
     choose_link,
+    hash_link,
     image_stream,
     merge_metadata,
     name_key,
@@ -52,6 +55,9 @@ from modelhub.catalog.handlers.community_support import (
 from modelhub.catalog.images import GenerationMetadata, fingerprint_image, read_generation_metadata
 from modelhub.core.errors import FieldViolation, InvalidArgument
 from modelhub.core.events.store import EventStore
+
+RELINK_BATCH: Final = 20
+"""Queued short hashes the re-link job handles per round."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +127,11 @@ class Gallery(UseCases):
                 gallery = version_ref(await visible_version(repo.conn, actor, new.gallery_version_id))
             resources = []
             for resource in metadata.resources:
-                by_hash = (
-                    await q.versions_by_hash(repo.conn, resource.hash, resource.hash_kind.value, actor)
-                    if resource.hash and resource.hash_kind
-                    else []
-                )
+                by_hash = []
+                if resource.hash and resource.hash_kind:
+                    if resource.hash_kind.value == relink.AUTO_V3:  # may become known later: see adapters/relink.py
+                        await relink.lock_for_lookup(repo.conn, relink.AUTO_V3, resource.hash)
+                    by_hash = await q.versions_by_hash(repo.conn, resource.hash, resource.hash_kind.value, actor)
                 by_name = [] if resource.hash else await q.versions_by_name(repo.conn, name_key(resource.name), actor)
                 resources.append(resource_of(resource, choose_link(resource, by_hash, by_name)))
             image = Image.post(
@@ -163,6 +169,40 @@ class Gallery(UseCases):
 
     def _store_text(self, value: str | None) -> str:
         return self._store(value.encode()) if value else ""
+
+    # -- re-linking ----------------------------------------------------------------------------------------
+
+    async def relink_queued(self, limit: int = RELINK_BATCH) -> int:
+        """Link the images whose unlinked resources name a short hash that became known since they were posted
+        (adapters/relink.py); returns how many queued hashes were handled.
+
+        Each image is its own transaction (catalog.ImageResourcesLinked and a catalog.ImageSnapshot), linked as
+        at posting time but with what is visible to the image's owner now (public versions and their own).
+        A queued hash is dropped only after all its images were handled: a crash in between handles it again,
+        and linking what is linked already records nothing, so nothing is linked twice or missed."""
+        async with self.engine.connect() as conn:
+            entries = await relink.queued(conn, limit)
+        for entry in entries:
+            async with self.engine.connect() as conn:
+                image_ids = await relink.images_naming(conn, entry.hash_kind, entry.hash)
+            for image_id in image_ids:
+                await self.run(None, partial(self._relink, image_id))
+        async with self.engine.begin() as conn:
+            await relink.done(conn, entries)
+        return len(entries)
+
+    async def _relink(self, image_id: str, repo: CommunityRepository, now: datetime) -> None:
+        image = await repo.load(Image, image_stream(image_id))
+        owner = Actor(image.owner_id)
+        links = {}
+        for position, resource in enumerate(image.resources):
+            if resource.hash and resource.hash_kind and not resource.model_version_id:
+                found = hash_link(await q.versions_by_hash(repo.conn, resource.hash, resource.hash_kind, owner))
+                if found is not None:
+                    links[position] = found
+        image.link_resources(links, now)
+        if image.pending:
+            await repo.save_image(image)
 
     # -- reading ------------------------------------------------------------------------------------------
 

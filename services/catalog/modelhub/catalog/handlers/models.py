@@ -14,7 +14,8 @@ that retries a change it sent with `expected_version` gets ABORTED if the first 
 model moved on): it reads the model again and sees its change there. Internal callers (the scheduler, the
 upload pipeline) pass `expected_version=None`: the command is re-run on the fresh state when a concurrent
 writer wins, and commands are no-ops when their effect is there already (publishing a published version,
-recording the same scan verdict again, adding the same file again), so re-running them is harmless.
+recording the same scan verdict or the same hashes again, adding the same file again), so re-running them is
+harmless.
 CreateModel with a request id is idempotent: the (owner, request id) row commits with the model.
 """
 
@@ -43,7 +44,7 @@ from modelhub.catalog.domain.commands import (
     VersionFields,
     create_fingerprint,
 )
-from modelhub.catalog.domain.events import ModelFile, Parent
+from modelhub.catalog.domain.events import FileHash, ModelFile, Parent
 from modelhub.catalog.domain.model import Model, can_see, model_not_found, version_not_found
 from modelhub.catalog.domain.vocabulary import DERIVATIVE_RELATIONS, ScanResult
 from modelhub.catalog.handlers import Clock, utcnow
@@ -92,6 +93,9 @@ class ModelCatalog:
 
     def __init__(self, engine: AsyncEngine, store: EventStore, *, clock: Clock = utcnow) -> None:
         self.engine = engine
+        # Single-statement reads (GetModel) run outside a transaction: no BEGIN and ROLLBACK round trips, and
+        # one statement sees one snapshot either way.
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.store = store
         self.clock = clock
 
@@ -193,8 +197,8 @@ class ModelCatalog:
         return await self._change(model_id, actor, expected_version, lambda m, now: m.delete(actor, now))
 
     async def get_model(self, actor: Actor | None, model_id: str) -> Model:
-        """The model as the read models hold it; NotFound unless visible to `actor`."""
-        async with self.engine.connect() as conn:
+        """The model as the read models hold it (one statement); NotFound unless visible to `actor`."""
+        async with self.reads.connect() as conn:
             model = await queries.load_model(conn, model_id)
         if model is None or not model.visible_to(actor):
             raise model_not_found(model_id)
@@ -290,6 +294,14 @@ class ModelCatalog:
         model_id = await self._model_of_version(version_id)
         return await self._change(
             model_id, Actor.system(), None, lambda m, now: m.record_scan(version_id, file_id, result, message, now)
+        )
+
+    async def add_file_hashes(self, version_id: str, file_id: str, hashes: tuple[FileHash, ...]) -> Model:
+        """Record hashes computed after the file was added (the catalog itself; idempotent: hashes the file has
+        already record nothing)."""
+        model_id = await self._model_of_version(version_id)
+        return await self._change(
+            model_id, Actor.system(), None, lambda m, now: m.add_file_hashes(version_id, file_id, hashes, now)
         )
 
     async def remove_file(
