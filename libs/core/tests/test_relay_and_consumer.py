@@ -415,3 +415,35 @@ async def test_an_event_whose_deliveries_all_crash_is_dead_lettered_not_dropped(
         assert info.num_ack_pending == 0 and info.num_pending == 0 and ids
     finally:
         await nc.close()
+
+
+async def test_max_ack_pending_lets_one_fetch_take_a_batch_above_the_server_default(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 1500)  # JetStream's default max_ack_pending is 1000
+    nc = await connect(nats_url, "test")
+    try:
+        relay = await publish_committed(prepared, store, nc, producer)
+        while await relay.publish_once():  # the relay publishes 1000 per batch
+            pass
+        consumer = IdempotentConsumer(
+            prepared,
+            nc,
+            make_registry(),
+            name=f"{producer}-effects",
+            stream=events_stream_name(producer),
+            subject=events_subject(producer),
+            handlers={RENAMED: record_effect},
+            settings=ConsumerSettings(batch_size=1500, fetch_timeout=2.0, max_ack_pending=3000),
+        )
+        await consumer.setup()
+        info = await nc.jetstream().consumer_info(events_stream_name(producer), consumer.name)
+        assert info.config.max_ack_pending == 3000
+        assert await consumer.process_batch() == 1500
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        info = await nc.jetstream().consumer_info(events_stream_name(producer), consumer.name)
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+    finally:
+        await nc.close()

@@ -15,8 +15,10 @@ from modelhub.core.nats import DEAD_LETTER_STREAM
 from modelhub.devstack.waiting import wait_until
 from modelhub.events.v1 import catalog_pb2
 from modelhub.search.bootstrap import Search
+from modelhub.search.config import SearchSettings
 from modelhub.search.domain.documents import Period
 from modelhub.search.domain.queries import ImageQuery, ModelQuery, ModelSort
+from modelhub.search.entrypoints.consumers import consumer_settings
 
 from .catalog_events import envelope, image_snapshot, model_snapshot, model_stats, publish, running
 from .conftest import consumer_of
@@ -233,3 +235,11 @@ async def test_two_consumer_processes_racing_on_one_model_converge(search: Searc
     async with running(*(consumer_of(search, nc, producer, settings=small) for _ in range(2))):
         await applied(search, 72)
     assert await models(search) == expected
+
+
+def test_the_service_lets_jetstream_deliver_a_whole_batch_unacknowledged() -> None:
+    # JetStream's default (1000 unacknowledged messages) would silently cap every pull below the batch size.
+    for batch_size in (1, 1000, 5000, 20_000):
+        settings = consumer_settings(SearchSettings(consumer_batch_size=batch_size))
+        assert settings.batch_size == batch_size
+        assert settings.max_ack_pending >= batch_size

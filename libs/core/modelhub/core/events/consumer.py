@@ -79,7 +79,9 @@ class ConsumerSettings:
     A pull request returns when batch_size messages are there or when it expires after fetch_timeout,
     with what it has: fetch_timeout bounds the delay a lone event waits for its batch to fill, at the
     cost of one pull request per fetch_timeout while idle. ack_wait must exceed the time one batch can
-    take to apply.
+    take to apply. max_ack_pending (JetStream's limit of delivered, unacknowledged messages) caps what one
+    fetch can return: keep it at least batch_size. It is set when the durable consumer is created; an existing
+    durable consumer keeps the limit it was created with.
     """
 
     batch_size: int = 200
@@ -87,6 +89,7 @@ class ConsumerSettings:
     ack_wait: float = 30.0
     max_deliver: int = 5
     retry_delay: float = 1.0
+    max_ack_pending: int = 1000
 
 
 class IdempotentConsumer:
@@ -142,6 +145,7 @@ class IdempotentConsumer:
             # Unlimited on the server: JetStream would silently stop delivering after its limit, so the
             # consumer applies max_deliver itself and dead-letters instead (nothing is ever dropped).
             max_deliver=-1,
+            max_ack_pending=self.settings.max_ack_pending,
             filter_subject=self.subject,
         )
         self._subscription = await self._js.pull_subscribe(

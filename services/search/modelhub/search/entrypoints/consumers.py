@@ -67,8 +67,12 @@ def build_catalog_consumer(
 
 
 def consumer_settings(settings: SearchSettings) -> ConsumerSettings:
+    """One fetch returns up to consumer_batch_size events: JetStream must allow that many unacknowledged (twice,
+    for messages nak'ed with a delay that still count against the limit)."""
     return ConsumerSettings(
-        batch_size=settings.consumer_batch_size, fetch_timeout=settings.consumer_fetch_timeout_seconds
+        batch_size=settings.consumer_batch_size,
+        fetch_timeout=settings.consumer_fetch_timeout_seconds,
+        max_ack_pending=max(1000, 2 * settings.consumer_batch_size),
     )
 
 

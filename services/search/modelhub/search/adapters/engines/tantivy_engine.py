@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tantivy
 
@@ -76,6 +76,7 @@ FACET_CACHE_SIZE = 1024
 visitor) reuses them until the next refresh. Exact: a refresh clears them."""
 
 FacetCounts = dict[ModelFacet, tuple[FacetValue, ...]]
+_Source = TypeVar("_Source")
 _GENERATION_NAME = re.compile(r"g[0-9a-f]+-[0-9a-f]+")
 _ABSENT = -1
 
@@ -128,23 +129,27 @@ class _Collection:
             found[item_id] = max(found.get(item_id, 0), int(v or 0))
         return found
 
-    def upsert(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
-        """Write (id, version, fields) unless a document with that id has the same or a higher version."""
-        newest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for item_id, version, fields in items:
+    def upsert(self, items: Sequence[tuple[str, int, _Source]], to_fields: Callable[[_Source], dict[str, Any]]) -> None:
+        """Write (id, version, source) unless a document with that id has the same or a higher version.
+
+        Runs in a worker thread: `to_fields` (the layout's values of a source document) and the conversion to a
+        tantivy document happen here, off the event loop, and only for the documents actually written.
+        """
+        newest: dict[str, tuple[int, _Source]] = {}
+        for item_id, version, source in items:
             if item_id not in newest or version > newest[item_id][0]:
-                newest[item_id] = (version, fields)
+                newest[item_id] = (version, source)
         with self.lock:
             writer = self._writer()
             unknown = [i for i in newest if i not in self.pending]
             current = {i: v for i, v in self.pending.items() if i in newest}
             if unknown:
                 current.update(self._stored_versions(unknown))
-            for item_id, (version, fields) in newest.items():
+            for item_id, (version, source) in newest.items():
                 if current.get(item_id, _ABSENT) >= version:
                     continue  # stale or repeated: the index already holds this state or a newer one
                 writer.delete_documents_by_term(self.id_field, item_id)
-                writer.add_document(tantivy_schema.to_document(fields, self.schema))
+                writer.add_document(tantivy_schema.to_document(to_fields(source), self.schema))
                 self.pending[item_id] = version
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -185,8 +190,8 @@ class TantivyIndex:
 
     async def upsert_models(self, documents: Sequence[ModelDocument]) -> None:
         if documents:
-            items = [(d.model_id, d.version, tantivy_schema.model_fields(d)) for d in documents]
-            await asyncio.to_thread(self.models.upsert, items)
+            items = [(d.model_id, d.version, d) for d in documents]
+            await asyncio.to_thread(self.models.upsert, items, tantivy_schema.model_fields)
 
     async def delete_models(self, model_ids: Sequence[str]) -> None:
         if model_ids:
@@ -194,8 +199,8 @@ class TantivyIndex:
 
     async def upsert_images(self, documents: Sequence[ImageDocument]) -> None:
         if documents:
-            items = [(d.image_id, d.stream_version, tantivy_schema.image_fields(d)) for d in documents]
-            await asyncio.to_thread(self.images.upsert, items)
+            items = [(d.image_id, d.stream_version, d) for d in documents]
+            await asyncio.to_thread(self.images.upsert, items, tantivy_schema.image_fields)
 
     async def delete_images(self, image_ids: Sequence[str]) -> None:
         if image_ids:
