@@ -177,9 +177,7 @@ async def test_consumer_that_dies_before_ack_gets_redelivery_and_applies_once(
         await wait_until(all_redelivered, 15, "the unacknowledged batch to come back")
         assert redelivered == 30
         assert await effects(prepared) == dict.fromkeys(ids, 1)
-        info = await nc.jetstream().consumer_info(events_stream_name(producer), successor.name)
-        assert info.num_ack_pending == 0
-        assert info.num_pending == 0
+        await wait_all_acknowledged(nc, events_stream_name(producer), successor.name)
     finally:
         await nc.close()
 
@@ -443,7 +441,18 @@ async def test_max_ack_pending_lets_one_fetch_take_a_batch_above_the_server_defa
         assert info.config.max_ack_pending == 3000
         assert await consumer.process_batch() == 1500
         assert await effects(prepared) == dict.fromkeys(ids, 1)
-        info = await nc.jetstream().consumer_info(events_stream_name(producer), consumer.name)
-        assert info.num_ack_pending == 0 and info.num_pending == 0
+        await wait_all_acknowledged(nc, events_stream_name(producer), consumer.name)
     finally:
         await nc.close()
+
+
+async def wait_all_acknowledged(nc: Client, stream: str, consumer: str) -> None:
+    """Wait until the consumer has nothing pending: acks are published without waiting for the server, so
+    they arrive shortly after the batch that sent them."""
+    js = nc.jetstream()
+
+    async def all_acknowledged() -> bool:
+        info = await js.consumer_info(stream, consumer)
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(all_acknowledged, 15, f"every message acknowledged by {consumer}")
