@@ -40,6 +40,7 @@ from modelhub.core.errors import (
 from modelhub.core.grpc.auth import current_principal, issue_token
 from modelhub.core.grpc.errors import error_details
 from modelhub.core.grpc.interceptors import DeadlineInterceptor
+from modelhub.core.grpc.registration import add_service
 from modelhub.core.grpc.server import GrpcServer, ServiceRegistration
 from modelhub.devstack.ports import free_port
 from modelhub.testing.v1 import testing_pb2, testing_pb2_grpc
@@ -443,3 +444,30 @@ async def test_metrics_endpoint_follows_the_server() -> None:
         await server.stop(0)
     with pytest.raises(urllib.error.URLError):
         await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+async def test_add_service_answers_an_unparseable_request_with_invalid_argument() -> None:
+    """A string field with invalid UTF-8 fails inside grpc's generated registration (UNKNOWN); registered with
+    add_service, it reaches the error mapping as INVALID_ARGUMENT and the method never runs."""
+    servicer = EchoServicer()
+
+    def register(s: EchoServicer, server: grpc.aio.Server) -> None:
+        add_service(s, server, testing_pb2, "EchoService")
+
+    server = GrpcServer(settings(), [ServiceRegistration(SERVICE, servicer, register)], public_methods={ECHO})
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            raw = ch.unary_unary(ECHO, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(b"\x0a\x02\xff\xfe")  # field 1 (message), two bytes that are not UTF-8
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "does not parse" in (caught.value.details() or "")
+            echo = ch.unary_unary(
+                ECHO,
+                request_serializer=testing_pb2.EchoRequest.SerializeToString,
+                response_deserializer=testing_pb2.EchoResponse.FromString,
+            )
+            assert (await echo(testing_pb2.EchoRequest(message="hi"))).message == "hi"
+    finally:
+        await server.stop(0)

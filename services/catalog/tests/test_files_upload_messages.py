@@ -13,6 +13,7 @@ from modelhub.catalog.config import CatalogSettings
 from modelhub.catalog.entrypoints import grpc_files
 from modelhub.catalog.v1 import files_pb2 as fpb
 from modelhub.catalog.v1.files_pb2_grpc import FileServiceStub
+from modelhub.core.grpc.registration import Undecodable
 
 from .file_helpers import MIB, big_safetensors, expected_hashes, send, start
 from .model_helpers import ALICE, fields, version
@@ -37,7 +38,7 @@ def test_other_messages_are_parsed_by_protobuf() -> None:
     assert grpc_files._upload_message(both) == target
     # Cut short (the length says more bytes than there are): refused like any message that does not parse.
     truncated = fpb.UploadFileRequest(chunk=b"abcdef").SerializeToString()[:-1]
-    assert isinstance(grpc_files._upload_message(truncated), grpc_files._Undecodable)
+    assert isinstance(grpc_files._upload_message(truncated), Undecodable)
 
 
 @given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: b"\x12" + b)))

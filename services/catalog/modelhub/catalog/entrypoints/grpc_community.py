@@ -13,7 +13,6 @@ from modelhub.catalog.domain.collections import Visibility
 from modelhub.catalog.domain.commands import Violations, check_name, check_text
 from modelhub.catalog.domain.community_base import SubjectKind, check_body, check_user_id
 from modelhub.catalog.entrypoints.grpc_paging import id_after, page_info, page_of, time_after
-from modelhub.catalog.entrypoints.grpc_streaming import add_service
 from modelhub.catalog.entrypoints.grpc_support import Context, actor, optional_actor, to_timestamp
 from modelhub.catalog.handlers.collections import Collections
 from modelhub.catalog.handlers.comments import Comments
@@ -22,6 +21,7 @@ from modelhub.catalog.handlers.social import Favorites, Follows
 from modelhub.catalog.handlers.stats import Stats
 from modelhub.catalog.v1 import community_pb2 as pb
 from modelhub.core.grpc.auth import require_principal
+from modelhub.core.grpc.registration import add_service
 
 SERVICE_NAME: Final = "modelhub.catalog.v1.CommunityService"
 PUBLIC_METHODS: Final = frozenset(

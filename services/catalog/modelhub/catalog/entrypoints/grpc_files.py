@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from modelhub.catalog.domain.commands import Violations
 from modelhub.catalog.domain.downloads import hash_query
@@ -23,6 +23,7 @@ from modelhub.catalog.handlers.files import FileCatalog, UploadView
 from modelhub.catalog.v1 import files_pb2 as pb
 from modelhub.catalog.v1 import models_pb2
 from modelhub.core.errors import FieldViolation, InvalidArgument
+from modelhub.core.grpc.registration import Undecodable, add_service, lenient, reject_undecodable
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +40,12 @@ UPLOAD_STATES: Final[Mapping[UploadStatus, pb.UploadState.ValueType]] = {
 }
 
 
-class _Undecodable:
-    """A request message that does not parse (e.g. invalid UTF-8 in a string): refused as INVALID_ARGUMENT."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-def _lenient(parse: Callable[[bytes], Message]) -> Callable[[bytes], Message | _Undecodable]:
-    def deserialize(data: bytes) -> Message | _Undecodable:
-        try:
-            return parse(data)
-        except DecodeError as error:
-            return _Undecodable(error)
-
-    return deserialize
-
-
-def _parsed(message: Any) -> Any:
-    if isinstance(message, _Undecodable):
-        raise InvalidArgument(
-            f"the request does not parse: {message.error}",
-            violations=[FieldViolation("request", "must be a valid message (strings valid UTF-8)")],
-        )
-    return message
-
-
 _CHUNK_TAG: Final = pb.UploadFileRequest.DESCRIPTOR.fields_by_name["chunk"].number << 3 | 2
 """The first byte of an UploadFileRequest that carries a chunk: its field number, wire type 2 (length-delimited)."""
-_parse_upload_message = _lenient(pb.UploadFileRequest.FromString)
+_parse_upload_message = lenient(pb.UploadFileRequest.FromString)
 
 
-def _upload_message(data: bytes) -> memoryview | Message | _Undecodable:
+def _upload_message(data: bytes) -> memoryview | Message | Undecodable:
     """UploadFile's request deserializer. A message that is a chunk and nothing else (every message of an upload
     but the first) becomes a view of the chunk's bytes inside the received buffer; anything else is parsed by
     protobuf as usual.
@@ -93,24 +68,9 @@ def _upload_message(data: bytes) -> memoryview | Message | _Undecodable:
 
 
 def add_to_server(servicer: FileServicer, server: grpc.aio.Server) -> None:
-    """Register FileService's methods (unary and streaming) with lenient request parsing."""
-    descriptor = pb.DESCRIPTOR.services_by_name["FileService"]
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in descriptor.methods:
-        kwargs: dict[str, Any] = {
-            "request_deserializer": _upload_message
-            if method.name == "UploadFile"
-            else _lenient(getattr(pb, method.input_type.name).FromString),
-            "response_serializer": getattr(pb, method.output_type.name).SerializeToString,
-        }
-        behavior = getattr(servicer, method.name)
-        if method.client_streaming:
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behavior, **kwargs)
-        elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behavior, **kwargs)
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behavior, **kwargs)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+    """Register FileService's methods (unary and streaming) with lenient request parsing; UploadFile's chunk
+    messages are read in place (`_upload_message`)."""
+    add_service(servicer, server, pb, "FileService", deserializers={"UploadFile": _upload_message})
 
 
 def _required(field: str, value: str) -> str:
@@ -201,7 +161,7 @@ class FileServicer:
         return message
 
     async def StartUpload(self, request: pb.StartUploadRequest, context: Context) -> pb.StartUploadResponse:  # noqa: N802 - generated name
-        request = _parsed(request)
+        request = reject_undecodable(request)
         caller = actor()
         command = upload_request(
             request.model_version_id,
@@ -218,7 +178,7 @@ class FileServicer:
         self, request_iterator: AsyncIterator[pb.UploadFileRequest], context: Context
     ) -> pb.UploadFileResponse:
         caller = actor()
-        first = _parsed(await anext(aiter(request_iterator), None))
+        first = reject_undecodable(await anext(aiter(request_iterator), None))
         if first is None or isinstance(first, memoryview) or first.WhichOneof("content") != "target":
             raise InvalidArgument(
                 "the first message of an upload names the upload and the offset its bytes start at",
@@ -232,7 +192,7 @@ class FileServicer:
         storing: asyncio.Future[int] | None = None
         try:
             async for raw in request_iterator:
-                chunk = raw if isinstance(raw, memoryview) else _chunk_of(_parsed(raw))
+                chunk = raw if isinstance(raw, memoryview) else _chunk_of(reject_undecodable(raw))
                 if len(chunk) > self.max_chunk_bytes:
                     raise InvalidArgument(
                         f"a chunk may carry at most {self.max_chunk_bytes} bytes; got {len(chunk)}",
@@ -261,13 +221,13 @@ class FileServicer:
         return pb.UploadFileResponse(upload=self.upload_pb(view))
 
     async def GetUpload(self, request: pb.GetUploadRequest, context: Context) -> pb.GetUploadResponse:  # noqa: N802 - generated name
-        request = _parsed(request)
+        request = reject_undecodable(request)
         caller = actor()
         view = await self.files.get_upload(caller, _required("upload_id", request.upload_id))
         return pb.GetUploadResponse(upload=self.upload_pb(view))
 
     async def AbortUpload(self, request: pb.AbortUploadRequest, context: Context) -> pb.AbortUploadResponse:  # noqa: N802 - generated name
-        request = _parsed(request)
+        request = reject_undecodable(request)
         caller = actor()
         view = await self.files.abort_upload(caller, _required("upload_id", request.upload_id))
         return pb.AbortUploadResponse(upload=self.upload_pb(view))
@@ -275,7 +235,7 @@ class FileServicer:
     async def DownloadFile(  # noqa: N802 - generated name
         self, request: pb.DownloadFileRequest, context: Context
     ) -> AsyncIterator[pb.DownloadFileResponse]:
-        request = _parsed(request)
+        request = reject_undecodable(request)
         viewer = optional_actor()
         download = await self.files.open_download(
             viewer, _required("file_id", request.file_id), request.offset, request.length
@@ -297,7 +257,7 @@ class FileServicer:
             download.close()
 
     async def GetFileByHash(self, request: pb.GetFileByHashRequest, context: Context) -> pb.GetFileByHashResponse:  # noqa: N802 - generated name
-        request = _parsed(request)
+        request = reject_undecodable(request)
         record = await self.files.file_by_hash(optional_actor(), hash_query(request.hash, request.kind))
         return pb.GetFileByHashResponse(
             file=file_pb(record.file, downloadable=record.file.scan_result == ScanResult.SUCCESS),
@@ -314,7 +274,7 @@ class FileServicer:
         )
 
     async def RemoveFile(self, request: pb.RemoveFileRequest, context: Context) -> pb.RemoveFileResponse:  # noqa: N802 - generated name
-        request = _parsed(request)
+        request = reject_undecodable(request)
         caller = actor()
         if request.expected_version < 1:
             v = Violations()

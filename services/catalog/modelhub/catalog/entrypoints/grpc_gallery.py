@@ -14,12 +14,12 @@ from modelhub.catalog.domain.commands import Actor, Violations
 from modelhub.catalog.domain.community_base import check_tags
 from modelhub.catalog.domain.gallery import MAX_IMAGE_BYTES
 from modelhub.catalog.entrypoints.grpc_paging import id_after, page_info, page_of
-from modelhub.catalog.entrypoints.grpc_streaming import add_service
 from modelhub.catalog.entrypoints.grpc_support import Context, actor, optional_actor, to_timestamp
 from modelhub.catalog.handlers.gallery import Gallery, ImageView, NewImage, too_large
 from modelhub.catalog.images import GenerationMetadata, Resource, classify_hash
 from modelhub.catalog.v1 import gallery_pb2 as pb
 from modelhub.core.errors import FieldViolation, InvalidArgument
+from modelhub.core.grpc.registration import add_service
 
 SERVICE_NAME: Final = "modelhub.catalog.v1.GalleryService"
 PUBLIC_METHODS: Final = frozenset(f"/{SERVICE_NAME}/{m}" for m in ("GetImage", "ListImages", "DownloadImage"))

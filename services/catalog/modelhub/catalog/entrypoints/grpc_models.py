@@ -18,7 +18,6 @@ from modelhub.catalog.domain.vocabulary import Relation
 from modelhub.catalog.entrypoints.grpc_support import (
     Context,
     actor,
-    add_unary_service,
     from_timestamp,
     optional_actor,
     to_timestamp,
@@ -27,6 +26,7 @@ from modelhub.catalog.handlers.models import DEFAULT_LINEAGE_DEPTH, MAX_LINEAGE_
 from modelhub.catalog.v1 import models_pb2 as pb
 from modelhub.common.v1 import pagination_pb2
 from modelhub.core.grpc.auth import require_principal
+from modelhub.core.grpc.registration import add_service
 
 SERVICE_NAME: Final = "modelhub.catalog.v1.ModelService"
 PUBLIC_METHODS: Final = frozenset(
@@ -50,7 +50,7 @@ _VERSION_MASK: Final = frozenset({"name", "base_model", "trained_words", "change
 
 
 def add_to_server(servicer: ModelServicer, server: grpc.aio.Server) -> None:
-    add_unary_service(servicer, server, pb, "ModelService")
+    add_service(servicer, server, pb, "ModelService")
 
 
 # -- protobuf -> domain -------------------------------------------------------------------------------------

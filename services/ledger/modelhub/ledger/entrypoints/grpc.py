@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError, Message
 
 from modelhub.common.v1 import pagination_pb2
 from modelhub.core.errors import DomainError, FieldViolation, InvalidArgument
 from modelhub.core.grpc.auth import require_principal
 from modelhub.core.grpc.errors import status_code_for
+from modelhub.core.grpc.registration import add_service
 from modelhub.ledger.domain import commands
 from modelhub.ledger.domain.commands import Actor, RawLeg
 from modelhub.ledger.domain.model import Currency, Owner, OwnerKind, SystemAccount, TransferType
@@ -55,49 +55,11 @@ _HOLD_STATUS_PB = {
 }
 
 
-class Undecodable:
-    """What the lenient deserializer hands over for bytes that do not parse (e.g. invalid UTF-8)."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-def _lenient(parse: Callable[[bytes], Message]) -> Callable[[bytes], Message | Undecodable]:
-    def deserialize(data: bytes) -> Message | Undecodable:
-        try:
-            return parse(data)
-        except DecodeError as error:
-            return Undecodable(error)
-
-    return deserialize
-
-
-def _guarded(behavior: Callable[[Any, Context], Awaitable[Message]]) -> Callable[[Any, Context], Awaitable[Message]]:
-    async def call(request: Any, context: Context) -> Message:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(
-                f"the request does not parse: {request.error}",
-                violations=[FieldViolation("request", "must be a valid message (strings valid UTF-8)")],
-            )
-        return await behavior(request, context)
-
-    return call
-
-
 def add_to_server(servicer: LedgerServicer, server: grpc.aio.Server) -> None:
     """Like the generated add_LedgerServiceServicer_to_server, but a request that does not parse (invalid
     UTF-8 in a string field) reaches the error mapping as INVALID_ARGUMENT instead of failing as UNKNOWN
     inside grpc."""
-    handlers = {}
-    for method in ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].methods:
-        request_cls = getattr(ledger_pb2, method.input_type.name)
-        response_cls = getattr(ledger_pb2, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(getattr(servicer, method.name)),
-            request_deserializer=_lenient(request_cls.FromString),
-            response_serializer=response_cls.SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    add_service(servicer, server, ledger_pb2, "LedgerService")
 
 
 def actor() -> Actor:

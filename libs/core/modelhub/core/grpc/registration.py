@@ -1,10 +1,14 @@
-"""Registering a service whose methods may stream (client or server side), with the same rule as
-grpc_support.add_unary_service: a request message that does not parse (e.g. invalid UTF-8 in a string) is
-answered INVALID_ARGUMENT by the error mapping, instead of failing as UNKNOWN inside grpc."""
+"""Registering a servicer from its service descriptor, with lenient request parsing.
+
+The generated `add_*Servicer_to_server` functions parse requests inside grpc: a message that does not parse
+(e.g. invalid UTF-8 in a string field) fails there as UNKNOWN, before any of our code runs. `add_service`
+registers the same methods but hands such a request to the method wrapper, which raises `InvalidArgument`,
+so the error mapping answers INVALID_ARGUMENT with a field violation a person can act on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -12,27 +16,34 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from modelhub.catalog.entrypoints.grpc_support import Context
 from modelhub.core.errors import FieldViolation, InvalidArgument
 
+Context = grpc.aio.ServicerContext[Any, Any]
+Deserializer = Callable[[bytes], Any]
 
-class _Undecodable:
+
+class Undecodable:
+    """What a lenient deserializer hands over for bytes that do not parse."""
+
     def __init__(self, error: Exception) -> None:
         self.error = error
 
 
-def _lenient(parse: Callable[[bytes], Message]) -> Callable[[bytes], Message | _Undecodable]:
-    def deserialize(data: bytes) -> Message | _Undecodable:
+def lenient(parse: Callable[[bytes], Message]) -> Callable[[bytes], Message | Undecodable]:
+    """A request deserializer that returns `Undecodable` instead of raising."""
+
+    def deserialize(data: bytes) -> Message | Undecodable:
         try:
             return parse(data)
         except DecodeError as error:
-            return _Undecodable(error)
+            return Undecodable(error)
 
     return deserialize
 
 
-def _check(request: Any) -> Any:
-    if isinstance(request, _Undecodable):
+def reject_undecodable(request: Any) -> Any:
+    """The request itself, or InvalidArgument when it did not parse."""
+    if isinstance(request, Undecodable):
         raise InvalidArgument(
             f"the request does not parse: {request.error}",
             violations=[FieldViolation("request", "must be a valid message (strings valid UTF-8)")],
@@ -42,12 +53,12 @@ def _check(request: Any) -> Any:
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        yield _check(request)
+        yield reject_undecodable(request)
 
 
 def _unary(behavior: Callable[[Any, Context], Awaitable[Message]]) -> Callable[[Any, Context], Awaitable[Message]]:
     async def call(request: Any, context: Context) -> Message:
-        return await behavior(_check(request), context)
+        return await behavior(reject_undecodable(request), context)
 
     return call
 
@@ -65,24 +76,35 @@ def _server_stream(
     behavior: Callable[[Any, Context], AsyncIterator[Message]],
 ) -> Callable[[Any, Context], AsyncIterator[Message]]:
     async def call(request: Any, context: Context) -> AsyncIterator[Message]:
-        async for response in behavior(_check(request), context):
+        async for response in behavior(reject_undecodable(request), context):
             yield response
 
     return call
 
 
-def add_service(servicer: object, server: grpc.aio.Server, pb2: ModuleType, service: str) -> None:
-    """Register every method of `service` (declared in module `pb2`): unary, client- or server-streaming."""
+def add_service(
+    servicer: object,
+    server: grpc.aio.Server,
+    pb2: ModuleType,
+    service: str,
+    *,
+    deserializers: Mapping[str, Deserializer] | None = None,
+) -> None:
+    """Register every method of `service` (declared in module `pb2`): unary, client- or server-streaming.
+
+    `deserializers` replaces the request parser of the named methods (one that must return the message,
+    an `Undecodable`, or another value the method accepts)."""
     descriptor = pb2.DESCRIPTOR.services_by_name[service]
-    handlers = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
         behavior = getattr(servicer, method.name)
+        parse = (deserializers or {}).get(method.name) or lenient(getattr(pb2, method.input_type.name).FromString)
         options: dict[str, Any] = {
-            "request_deserializer": _lenient(getattr(pb2, method.input_type.name).FromString),
+            "request_deserializer": parse,
             "response_serializer": getattr(pb2, method.output_type.name).SerializeToString,
         }
         if method.client_streaming and method.server_streaming:
-            raise NotImplementedError(f"{method.full_name}: bidirectional streaming is not supported here")
+            raise NotImplementedError(f"{method.full_name}: bidirectional streaming is not supported")
         if method.client_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(_client_stream(behavior), **options)
         elif method.server_streaming:
