@@ -12,7 +12,7 @@ import signal
 import struct
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,11 +177,29 @@ async def test_a_published_model_is_searchable_until_it_is_unpublished(services:
             return bool(found) and all(f.scan_result == "Success" for f in found)
 
         await wait_until(scanned, PROPAGATION_TIMEOUT, "the catalog to scan the uploaded file", interval=0.2)
-        published = await models.PublishModel(
-            mpb.PublishModelRequest(model_id=model.model_id, expected_version=(await current()).version),
-            metadata=alice,
+
+        async def at_current_version(change: Callable[[int], Awaitable[object]], what: str) -> None:
+            """What a client does with optimistic concurrency: read the version, send the change, and on
+            ABORTED (background jobs such as the AutoV3 hash append to the model) read again and retry."""
+
+            async def attempt() -> bool:
+                try:
+                    await change((await current()).version)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() is not grpc.StatusCode.ABORTED:
+                        raise
+                    return False
+                return True
+
+            await wait_until(attempt, PROPAGATION_TIMEOUT, what, interval=0.2)
+
+        await at_current_version(
+            lambda version: models.PublishModel(
+                mpb.PublishModelRequest(model_id=model.model_id, expected_version=version), metadata=alice
+            ),
+            "the catalog to publish the model",
         )
-        assert published.model.status == "Published"
+        assert (await current()).status == "Published"
 
         async def hits(request: spb.SearchModelsRequest) -> list[spb.ModelHit]:
             return list((await searcher.SearchModels(request, metadata=moderator)).hits)
@@ -201,18 +219,12 @@ async def test_a_published_model_is_searchable_until_it_is_unpublished(services:
         assert [h.model_id for h in await hits(by_hash)] == [model.model_id]
         assert [h.model_id for h in await hits(by_hash_text)] == [model.model_id]
 
-        async def unpublished() -> bool:
-            # Background jobs (the AutoV3 hash) may append to the model after publication: reload and retry.
-            request = mpb.UnpublishModelRequest(model_id=model.model_id, expected_version=(await current()).version)
-            try:
-                await models.UnpublishModel(request, metadata=alice)
-            except grpc.aio.AioRpcError as error:
-                if error.code() is not grpc.StatusCode.ABORTED:
-                    raise
-                return False
-            return True
-
-        await wait_until(unpublished, PROPAGATION_TIMEOUT, "the catalog to unpublish the model", interval=0.2)
+        await at_current_version(
+            lambda version: models.UnpublishModel(
+                mpb.UnpublishModelRequest(model_id=model.model_id, expected_version=version), metadata=alice
+            ),
+            "the catalog to unpublish the model",
+        )
 
         async def gone() -> bool:
             return not any(hit.model_id == model.model_id for hit in await hits(by_name))

@@ -77,3 +77,30 @@ async def test_workers_stop_when_the_parent_is_killed(migrated_url: str, nats_se
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_sigterm_while_workers_start_is_a_clean_stop(migrated_url: str, nats_server: NatsServer) -> None:
+    """A SIGTERM that reaches workers before they have installed their handlers ends them by the signal's
+    default action; they were not serving yet, so the parent still exits 0 (it used to exit 143)."""
+    env = os.environ | {
+        "MODELHUB_LEDGER_DATABASE_URL": migrated_url,
+        "MODELHUB_LEDGER_NATS_URL": nats_server.url,
+        "MODELHUB_LEDGER_GRPC_PORT": str(free_port()),
+        "MODELHUB_LEDGER_JWT_SECRET": SECRET,
+        "MODELHUB_LEDGER_WORKERS": "2",
+        "MODELHUB_LEDGER_RUN_REWARDS": "false",
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "modelhub.ledger", env=env)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    try:
+        for _ in range(300):  # both workers exist, still importing (long before they serve)
+            if children.exists() and len(children.read_text().split()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(children.read_text().split()) == 2
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -81,8 +81,10 @@ def supervise(settings: LedgerSettings) -> int:
         migrations.upgrade(settings.database_url)
     workers: list[subprocess.Popen[bytes]] = []
     stopping = False
+    forwarded: set[int] = set()
 
     def stop_all(sig: int) -> None:
+        forwarded.add(sig)
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(sig)
@@ -101,6 +103,7 @@ def supervise(settings: LedgerSettings) -> int:
             # A group of its own: a terminal's Ctrl-C reaches the parent only, which forwards it once.
             workers.append(subprocess.Popen(command, env=worker_env(settings, index), process_group=0))
             if stopping:  # a signal came while starting: this one has not had it
+                forwarded.add(signal.SIGTERM)
                 workers[-1].send_signal(signal.SIGTERM)
         log.info("started %d ledger workers on port %d", settings.workers, settings.grpc_port)
         running = set(range(len(workers)))
@@ -110,6 +113,11 @@ def supervise(settings: LedgerSettings) -> int:
                 if code is None:
                     continue
                 running.discard(index)
+                if code < 0 and -code in forwarded:
+                    # Ended by the signal the parent forwarded, before the worker had installed its handlers:
+                    # it was still starting (not serving yet; any relay batch it began is crash-safe), so
+                    # this is a clean stop, not a failure.
+                    code = 0
                 if code != 0 and status == 0:
                     status = code if code > 0 else 128 - code  # killed by signal -code
                 if not stopping:
