@@ -34,7 +34,6 @@ from modelhub.ledger.entrypoints.consumers import (
     REWARDS_CONSUMER,
     build_rewards_consumer,
     reward_policy,
-    run_rewards,
     serve_rewards,
 )
 from modelhub.ledger.handlers import Ledger
@@ -389,7 +388,7 @@ async def test_the_service_waits_for_the_catalog_stream_then_rewards(
 async def test_run_rewards_returns_when_stopped_while_waiting(ledger: Ledger, nc: Client, producer: str) -> None:
     consumer = build_rewards_consumer(ledger, nc, POLICY, producer=producer, name=f"{REWARDS_CONSUMER}-{producer}")
     stop = asyncio.Event()
-    task = asyncio.create_task(run_rewards(consumer, stop, retry_interval=0.1))
+    task = asyncio.create_task(consumer.run_when_stream_exists(stop, retry_interval=0.1))
     await asyncio.sleep(0.3)
     stop.set()
     await asyncio.wait_for(task, 5)

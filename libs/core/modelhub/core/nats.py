@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import nats
@@ -50,6 +52,19 @@ async def connect(url: str, name: str) -> Client:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+
+
+async def connect_until_stopped(url: str, name: str, stop: asyncio.Event, retry_interval: float = 2.0) -> Client | None:
+    """`connect`, retrying every `retry_interval` seconds while NATS cannot be reached; None if `stop` is set
+    first. For background consumers, which must not hold up the rest of a service."""
+    while not stop.is_set():
+        try:
+            return await connect(url, name)
+        except Exception as error:
+            log.warning("%s: cannot reach NATS (%r); retrying", name, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_interval)
+    return None
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

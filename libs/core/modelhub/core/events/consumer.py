@@ -293,6 +293,39 @@ class IdempotentConsumer:
         metrics.record_consumer_outcome(self.name, "dead_lettered")
         log.error("consumer %s: dead-lettered stream sequence %s: %s", self.name, sequence, reason)
 
+    async def run_when_stream_exists(
+        self,
+        stop: asyncio.Event,
+        *,
+        replicas: int = 1,
+        retry_interval: float = 2.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        """Set up (retrying until the stream exists and NATS answers), then `run` until `stop` is set.
+
+        For consumers of another service's stream: only the producer's relay creates it, with the producer's
+        settings, so until then this waits, says so once, and holds up nothing else of the service."""
+        said = False
+        while not stop.is_set():
+            try:
+                await self.setup(replicas=replicas)
+                break
+            except Exception as error:  # the stream is missing, or NATS is down: try again
+                log.log(
+                    logging.DEBUG if said else logging.WARNING,
+                    "consumer %s: waiting for stream %s: %r",
+                    self.name,
+                    self.stream,
+                    error,
+                )
+                said = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_interval)
+        else:
+            return
+        log.info("consumer %s: consuming %s", self.name, self.stream)
+        await self.run(stop, max_backoff=max_backoff)
+
     async def run(self, stop: asyncio.Event, *, max_backoff: float = 5.0) -> None:
         """Consume until `stop` is set, riding out NATS and Postgres outages with capped backoff."""
         backoff = 0.1

@@ -25,7 +25,6 @@ twice the same event, and the audit (sum of postings, balances) is never affecte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -38,7 +37,7 @@ from modelhub.core.errors import NotFound
 from modelhub.core.events.consumer import ConsumerSettings, Handler, IdempotentConsumer
 from modelhub.core.events.model import ReceivedEvent
 from modelhub.core.events.registry import EventRegistry
-from modelhub.core.nats import connect, events_stream_name, events_subject
+from modelhub.core.nats import connect_until_stopped, events_stream_name, events_subject
 from modelhub.events.v1 import catalog_pb2
 from modelhub.ledger.config import LedgerSettings
 from modelhub.ledger.domain.commands import Actor
@@ -209,52 +208,16 @@ def build_rewards_consumer(
     )
 
 
-async def run_rewards(
-    consumer: IdempotentConsumer,
-    stop: asyncio.Event,
-    *,
-    retry_interval: float = 2.0,
-    max_backoff: float = 5.0,
-    replicas: int = 1,
-) -> None:
-    """Set the consumer up, retrying until the catalog's stream exists, then consume until `stop` is set.
-
-    The ledger does not create the catalog's stream: the catalog's relay does, with the producer's
-    settings. Until then this waits (without holding up anything else of the service) and says so once.
-    """
-    said = False
-    while not stop.is_set():
-        try:
-            await consumer.setup(replicas=replicas)
-            break
-        except Exception as error:  # the stream is missing, or NATS is down: try again
-            level = logging.DEBUG if said else logging.WARNING
-            log.log(level, "consumer %s: waiting for stream %s: %r", consumer.name, consumer.stream, error)
-            said = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_interval)
-    else:
-        return
-    log.info("consumer %s: consuming %s", consumer.name, consumer.stream)
-    await consumer.run(stop, max_backoff=max_backoff)
-
-
 async def serve_rewards(
     ledger: Ledger, settings: LedgerSettings, stop: asyncio.Event, *, retry_interval: float = 2.0
 ) -> None:
-    """The service's rewards consumer, until `stop` is set: connects to NATS (retrying), then `run_rewards`."""
-    nc: Client | None = None
-    while nc is None and not stop.is_set():
-        try:
-            nc = await connect(settings.nats_url, f"{settings.service_name}-rewards")
-        except Exception as error:
-            log.warning("rewards: cannot reach NATS (%r); retrying", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_interval)
+    """The service's rewards consumer, until `stop` is set: connects to NATS (retrying), then
+    consumes once the catalog's stream exists."""
+    nc = await connect_until_stopped(settings.nats_url, f"{settings.service_name}-rewards", stop, retry_interval)
     if nc is None:
         return
     try:
         consumer = build_rewards_consumer(ledger, nc, reward_policy(settings))
-        await run_rewards(consumer, stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
+        await consumer.run_when_stream_exists(stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
     finally:
         await nc.close()

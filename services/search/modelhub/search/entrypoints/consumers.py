@@ -9,7 +9,6 @@ are acked. What happens on crash, retry and redelivery is in `modelhub.search.ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelhub.core.events.consumer import ConsumerSettings, IdempotentConsumer
 from modelhub.core.events.model import ReceivedEvent
-from modelhub.core.nats import connect, events_stream_name, events_subject
+from modelhub.core.nats import connect_until_stopped, events_stream_name, events_subject
 from modelhub.search.adapters.events import CATALOG, EVENT_TYPES, make_catalog_registry
 from modelhub.search.adapters.mirror import mirror_row
 from modelhub.search.config import SearchSettings
@@ -76,54 +75,18 @@ def consumer_settings(settings: SearchSettings) -> ConsumerSettings:
     )
 
 
-async def run_consumer(
-    consumer: IdempotentConsumer,
-    stop: asyncio.Event,
-    *,
-    retry_interval: float = 2.0,
-    max_backoff: float = 5.0,
-    replicas: int = 1,
-) -> None:
-    """Set the consumer up, retrying until the catalog's stream exists, then consume until `stop` is set.
-
-    Search never creates the catalog's stream (the catalog's relay does, with the producer's settings): until it
-    exists this waits, says so once, and serves queries on what the index already holds.
-    """
-    said = False
-    while not stop.is_set():
-        try:
-            await consumer.setup(replicas=replicas)
-            break
-        except Exception as error:  # the stream is missing, or NATS is down: try again
-            level = logging.DEBUG if said else logging.WARNING
-            log.log(level, "consumer %s: waiting for stream %s: %r", consumer.name, consumer.stream, error)
-            said = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_interval)
-    else:
-        return
-    log.info("consumer %s: consuming %s", consumer.name, consumer.stream)
-    await consumer.run(stop, max_backoff=max_backoff)
-
-
 async def serve_consumer(
     db: AsyncEngine, indexer: Indexer, settings: SearchSettings, stop: asyncio.Event, *, retry_interval: float = 2.0
 ) -> None:
-    """The service's catalog consumer until `stop` is set: connects to NATS (retrying), then `run_consumer`."""
-    nc: Client | None = None
-    while nc is None and not stop.is_set():
-        try:
-            nc = await connect(settings.nats_url, f"{settings.service_name}-catalog")
-        except Exception as error:
-            log.warning("search: cannot reach NATS (%r); retrying", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_interval)
+    """The service's catalog consumer until `stop` is set: connects to NATS (retrying), then
+    consumes once the catalog's stream exists."""
+    nc = await connect_until_stopped(settings.nats_url, f"{settings.service_name}-catalog", stop, retry_interval)
     if nc is None:
         return
     try:
         consumer = build_catalog_consumer(
             db, nc, indexer, producer=settings.catalog_producer, settings=consumer_settings(settings)
         )
-        await run_consumer(consumer, stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
+        await consumer.run_when_stream_exists(stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
     finally:
         await nc.close()
