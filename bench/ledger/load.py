@@ -5,7 +5,8 @@
 MODE: `fund` (mint yellow Buzz to every user), `single` (Transfer RPCs, one TIP leg user -> user, each
 call as the paying user), `tip` (Tip RPCs with the platform fee leg: every call also credits the one
 PLATFORM_FEES row), `batch` (BatchTransfer RPCs of BATCH_SIZE such transfers, as a service). Prints one
-JSON object: calls, transfers, failures, elapsed seconds, latencies (ms) of the calls measured. The calls
+JSON object: calls, transfers, failures, elapsed seconds, latencies (ms) of the calls measured; and, over
+the whole run (warm-up included), all_calls, all_transfers and the CPU seconds this process used (cpu_s). The calls
 go round-robin over CHANNELS channels (default 1), each its own TCP connection, so that a ledger with
 several worker processes on one port (SO_REUSEPORT spreads connections, not calls) gets load on each.
 """
@@ -57,7 +58,7 @@ async def main(
     users = [(("authorization", f"Bearer {issue_token(user(i), ('user',), key=secret)}"),) for i in range(USERS)]
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
-    counts = {"calls": 0, "transfers": 0, "failures": 0}
+    counts = {"calls": 0, "transfers": 0, "failures": 0, "all_calls": 0, "all_transfers": 0}
     # A local subchannel pool per channel: otherwise channels to one address share one connection.
     opened = [
         grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)
@@ -123,6 +124,8 @@ async def main(
                     transfers = 1
                 response = await call
                 done = time.perf_counter()
+                counts["all_calls"] += 1
+                counts["all_transfers"] += transfers
                 if now >= measuring_from and done <= stop_at:
                     if not measured_start:
                         measured_start = now
@@ -133,7 +136,9 @@ async def main(
                     if mode == "batch":
                         counts["failures"] += sum(1 for r in response.results if r.HasField("failure"))
 
+        cpu_from = time.process_time()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        cpu_used = time.process_time() - cpu_from
     finally:
         for channel in opened:
             await channel.close(None)
@@ -141,6 +146,7 @@ async def main(
         json.dumps(
             {
                 **counts,
+                "cpu_s": round(cpu_used, 3),
                 "elapsed_s": measuring_from and (stop_at - measuring_from),
                 "latencies_ms": sorted(latencies),
             }

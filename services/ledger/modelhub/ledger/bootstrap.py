@@ -23,8 +23,8 @@ from modelhub.ledger.handlers import Clock, Ledger, utcnow
 log = logging.getLogger(__name__)
 
 
-def build_ledger(engine: AsyncEngine, *, clock: Clock = utcnow) -> Ledger:
-    return Ledger(engine, EventStore(make_registry()), clock=clock)
+def build_ledger(engine: AsyncEngine, *, clock: Clock = utcnow, batches_in_flight: int = 1) -> Ledger:
+    return Ledger(engine, EventStore(make_registry()), clock=clock, max_batches_in_flight=batches_in_flight)
 
 
 def build_server(settings: LedgerSettings, ledger: Ledger) -> GrpcServer:
@@ -54,7 +54,7 @@ async def serve(settings: LedgerSettings) -> None:
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
-    ledger = build_ledger(engine)
+    ledger = build_ledger(engine, batches_in_flight=settings.batches_in_flight)
     server = build_server(settings, ledger)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []

@@ -22,6 +22,11 @@ class LedgerSettings(ServiceSettings):
     workers: int = Field(default=1, ge=1, le=64)
     """Server processes: more than 1 starts that many workers on the same port (SO_REUSEPORT) under a
     parent that forwards SIGTERM/SIGINT; the relay, rewards and hold expiry run in worker 0 only."""
+    batches_in_flight: int = Field(default=1, ge=1, le=16)
+    """Batches of posting requests a process writes at the same time, each in its own transaction on its own
+    connection. More than 1 lets a batch be decided and written while another waits for its commit (lower
+    latency when CPU is to spare), but batches get smaller, cost more CPU per request and contend for the
+    same rows; 1 measured best on a 2-core machine (docs/ledger.md, Performance)."""
     tip_fee_basis_points: int = Field(default=0, ge=0, lt=10_000)
     """Platform fee on tips in 1/100 %, paid to system:platform-fees as a linked leg (0 = no fee leg)."""
     hold_expiry_interval_seconds: float = Field(default=1.0, gt=0)

@@ -18,20 +18,24 @@ a failed key stays failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid_utils.compat import uuid7
 
 from modelhub.core.errors import DomainError, NotFound
 from modelhub.core.events.store import EventStore
 from modelhub.core.telemetry.propagation import inject_headers
 from modelhub.ledger.adapters.repository import (
+    REQUESTS_KEY,
     BatchRepository,
     BatchWrite,
     LedgerRepository,
@@ -134,6 +138,44 @@ class _Job:
         return (self.actor.id, self.command.key)
 
 
+class _HeldConnection:
+    """The database connection one batcher slot writes its batches through: checked out of the pool at the
+    first batch and kept while batches keep coming, so that consecutive batches cost no checkout, no
+    liveness ping and no reset; given back when the slot's queue runs dry, dropped after a failure."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._raw: psycopg.AsyncConnection[Any] | None = None
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        if self._raw is None:
+            conn = await self._engine.connect()
+            try:
+                raw = (await conn.get_raw_connection()).driver_connection
+            except BaseException:
+                await conn.close()
+                raise
+            assert raw is not None
+            self._conn, self._raw = conn, raw
+        return self._raw
+
+    async def discard(self) -> None:
+        """Close it for good (after a failure it may be broken, or still in a transaction)."""
+        conn, self._conn, self._raw = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def release(self) -> None:
+        """Give it back to the pool."""
+        conn, self._conn, self._raw = self._conn, None, None
+        if conn is not None:
+            await conn.close()
+
+
 class Ledger:
     """The ledger's use cases over one database (engine) and its event store.
 
@@ -155,8 +197,10 @@ class Ledger:
         self.engine = engine
         self.store = store
         self.clock = clock
-        self._batcher: Batcher[_Job] | None = (
-            Batcher(self._flush, max_items=max_batch, max_in_flight=max_batches_in_flight) if batching else None
+        self._batcher: Batcher[_Job, _HeldConnection] | None = (
+            Batcher(self._flush, self._held_connection, max_items=max_batch, max_in_flight=max_batches_in_flight)
+            if batching
+            else None
         )
 
     # -- plumbing ---------------------------------------------------------------------------------------
@@ -417,14 +461,23 @@ class Ledger:
 
         return await self._run(actor, command, keys, body, self._replay_transfers)
 
-    async def _flush(self, jobs: list[_Job]) -> None:
+    @asynccontextmanager
+    async def _held_connection(self) -> AsyncIterator[_HeldConnection]:
+        held = _HeldConnection(self.engine)
+        try:
+            yield held
+        finally:
+            await held.release()
+
+    async def _flush(self, held: _HeldConnection, jobs: list[_Job]) -> None:
         """Write a batch and settle its jobs. If the batch as a whole fails (anything but a request's own
         LedgerFailure, which is recorded as its outcome), every job is retried in a transaction of its own,
         so one bad request cannot fail the others."""
         try:
-            outcomes = await self._write_batch(jobs)
+            outcomes = await self._write_batch(jobs, held)
         except Exception:
             log.warning("a batch of %d requests failed: running each alone", len(jobs), exc_info=True)
+            await held.discard()  # it may be broken: the next batch checks out a fresh one
             outcomes = [_ALONE] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.future.done():
@@ -434,31 +487,34 @@ class Ledger:
             else:
                 job.future.set_result(outcome)
 
-    async def _write_batch(self, jobs: list[_Job]) -> list[object]:
+    async def _write_batch(self, jobs: list[_Job], held: _HeldConnection) -> list[object]:
         """One transaction for all `jobs`: lock the union of their balance rows in account-id order (one
         statement, so concurrent batches and single requests never deadlock), skip the keys recorded
         already, decide each request in queue order on the balances the requests before it left, then write
         everything (requests, failed ones included; balances; transfers; postings; events) in one statement
-        and commit. A key taken meanwhile by a concurrent transaction makes the write report fewer requests:
-        roll back and decide again."""
+        and commit. A key taken meanwhile by a concurrent transaction fails the write (unique violation):
+        nothing of the batch is written; roll back and decide again.
+
+        Two round trips, in pipeline mode: BEGIN with the lock and the key lookup; the write with COMMIT."""
         keys = frozenset().union(*(job.keys for job in jobs))
         requests = {(job.actor.id, job.command.key) for job in jobs}
         for _ in range(5):
+            raw = await held.get()
+            repo = BatchRepository(raw, self.store)
             try:
-                async with self.engine.connect() as conn:
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    assert raw is not None
-                    repo = BatchRepository(raw, self.store)
-                    async with raw.transaction():
-                        balances, taken = await repo.lock_and_find_taken(keys, requests)
-                        outcomes, write = self._plan_batch(jobs, balances, taken)
-                        if not await repo.post_batch(write):
-                            raise _KeyTaken
+                async with raw.pipeline(), raw.transaction():
+                    balances, taken = await repo.lock_and_find_taken(keys, requests)
+                    outcomes, write = self._plan_batch(jobs, balances, taken)
+                    await repo.post_batch(write)
+                # The pipeline's exit sent the write and the COMMIT together and raised the write's error.
                 return outcomes
             except MissingAccounts as missing:
                 await create_accounts(self.engine, missing.keys)
-            except _KeyTaken:
-                continue
+            except psycopg.errors.UniqueViolation as violation:
+                if violation.diag.constraint_name != REQUESTS_KEY:
+                    raise
+                # The COMMIT queued behind the failed write was skipped: end the failed transaction.
+                await raw.rollback()
         raise RuntimeError("the batch kept meeting taken keys or missing accounts")
 
     def _plan_batch(

@@ -249,7 +249,6 @@ WITH req AS (
         n integer, principal_id text, key text, request_id uuid, operation text, fingerprint text,
         failure_kind text, failure_reason text, failure_message text, failure_metadata jsonb, created_at timestamptz)
     ORDER BY r.n
-    ON CONFLICT DO NOTHING
     RETURNING 1
 ), bal AS (
     UPDATE balances b SET posted = v.posted, pending = v.pending
@@ -285,14 +284,18 @@ WITH req AS (
     ORDER BY e.n
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM req) AS requests, (SELECT count(*) FROM p) AS postings
+SELECT 1
 """
-"""One round trip for the whole write of a batch of posting requests (the in-process batcher's), on the
+"""One statement for the whole write of a batch of posting requests (the in-process batcher's), on the
 psycopg connection: record every key (applied and failed requests alike), write the final balances, insert
 the transfers, their postings and their events, in queue order. The rows travel as five JSON documents
 (json.dumps is C, and PostgreSQL parses them fast), not as dozens of arrays that the driver would adapt
-element by element. The caller compares the counts with what it sent and rolls back when a key turned out
-to be taken (a concurrent duplicate committed first): then nothing of the batch is written."""
+element by element. A key taken meanwhile (a concurrent duplicate committed first; the INSERT waits for it
+on the primary key) fails the statement with a unique violation on REQUESTS_KEY, so nothing of the batch
+is written and the COMMIT sent behind it in the same round trip does not happen."""
+
+REQUESTS_KEY = "requests_pkey"
+"""The constraint a taken idempotency key violates."""
 
 _EXISTING_REQUESTS = text(
     """
@@ -407,15 +410,12 @@ class BatchRepository:
             raise MissingAccounts(missing)
         return states, taken
 
-    async def post_batch(self, batch: BatchWrite) -> bool:
-        """Write a whole batch in one statement (see _POST_BATCH); False when some key was taken already,
-        in which case the caller must roll back."""
-        if not batch.requests:
-            return True
-        cursor = await self.conn.execute(_POST_BATCH, batch.parameters(self.store))
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0]) == len(batch.requests) and int(row[1]) == len(batch.postings)
+    async def post_batch(self, batch: BatchWrite) -> None:
+        """Write a whole batch in one statement (see _POST_BATCH). In pipeline mode the statement is only
+        queued: its error, if any (a taken key: a unique violation on REQUESTS_KEY), arrives with the
+        pipeline's next sync, and the transaction must then be rolled back."""
+        if batch.requests:
+            await self.conn.execute(_POST_BATCH, batch.parameters(self.store))
 
 
 class LedgerRepository:
