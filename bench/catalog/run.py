@@ -8,13 +8,15 @@ and drives it over gRPC from this process (the client). Measures, in one run:
   median of UPLOAD_RUNS runs, each kind of run interleaved with the others:
   - baseline: reading the file and computing SHA256 alone, in this process;
   - the pipeline: the catalog's blob store (files/blobstore.py) in this process, no transport: read a chunk,
-    append it (the five hashes SHA256, AutoV1, AutoV2, CRC32, BLAKE3, and the write), then finish (fsync,
-    hashes recorded, atomic rename into the content-addressed store); beside it, the five hashes alone and the
-    write + fsync alone, the two halves of its work;
+    append it (the five hashes SHA256, AutoV1, AutoV2, CRC32, BLAKE3, and the write, on a writer thread at the
+    same time), then finish (fsync, hashes recorded, atomic rename into the content-addressed store); the same
+    with each chunk written then hashed in one thread (the store before its writer thread); beside them, the
+    five hashes alone and the write + fsync alone, the two halves of the work;
   - end to end through gRPC: StartUpload, then UploadFile from the client to the completed file (the
     pipeline in the server, the header check, the file added to its version in a durable transaction), after
     WARMUP_UPLOADS warm-up uploads; the CPU seconds of the server and of the client per run. Also with chunks of
-    UPLOAD_CHUNK_SWEEP_MIB MiB; with the catalog's allocator tuned (MALLOC_TUNING); and the gRPC floor: the
+    UPLOAD_CHUNK_SWEEP_MIB MiB; with glibc's default allocator settings (ALLOCATOR_DEFAULT: the catalog
+    tunes them at start-up otherwise); and the gRPC floor: the
     same messages streamed to a server that drops them unparsed (bench/catalog/sink.py).
 - by hash: GetFileByHash over gRPC (anonymous), one call at a time, random file among the seed's 100,000
   (5 hash rows each), random kind and letter case: p50/p99 over LOOKUPS calls; the same with 16 calls in
@@ -51,9 +53,11 @@ from typing import TYPE_CHECKING, Any
 import grpc.aio
 import psycopg
 
+from modelhub.catalog import allocator
 from modelhub.catalog.adapters.downloads import BY_HASH_SQL
 from modelhub.catalog.adapters.migrations import upgrade
-from modelhub.catalog.files.blobstore import BlobStore
+from modelhub.catalog.files import blobstore
+from modelhub.catalog.files.blobstore import PARALLEL_WRITE_MIN, BlobStore
 from modelhub.catalog.files.hashing import FileHasher
 from modelhub.catalog.v1 import files_pb2 as fpb
 from modelhub.catalog.v1 import models_pb2 as mpb
@@ -78,9 +82,8 @@ UPLOAD_CHUNK_SWEEP_MIB = (4, 8)
 UPLOAD_RUNS = 5
 SWEEP_RUNS = 3
 WARMUP_UPLOADS = 2  # the first uploads into a fresh catalog process run slower (first touch of fresh memory)
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(128 * 1024 * 1024)}
-"""glibc: keep freed multi-megabyte buffers (gRPC's received messages) in the heap instead of handing them back
-to the kernel and faulting fresh pages in for the next message."""
+ALLOCATOR_DEFAULT = {"MODELHUB_CATALOG_ALLOCATOR_TUNING": "false"}
+"""The catalog with glibc's default allocator settings (it tunes them at start-up: modelhub/catalog/allocator.py)."""
 LOOKUPS = 5_000
 LOOKUP_CONCURRENCY = 16
 MODELS = 20
@@ -168,9 +171,11 @@ def read_write_fsync(path: Path, chunk: int, target: Path) -> float:
     return time.perf_counter() - started
 
 
-def through_pipeline(path: Path, chunk: int, store: BlobStore, upload_id: str) -> float:
+def through_pipeline(path: Path, chunk: int, store: BlobStore, upload_id: str, *, write_beside: bool = True) -> float:
     """Seconds to store the file as an upload of the blob store: append chunk by chunk, then finish. Each run
-    stores the same content, replacing the blob of the run before, as the end-to-end runs do."""
+    stores the same content, replacing the blob of the run before, as the end-to-end runs do. Without
+    `write_beside`, each chunk is written and then hashed in one thread (the store before its writer thread)."""
+    blobstore.PARALLEL_WRITE_MIN = PARALLEL_WRITE_MIN if write_beside else 1 << 62
     started = time.perf_counter()
     store.begin(upload_id)
     offset = 0
@@ -178,7 +183,9 @@ def through_pipeline(path: Path, chunk: int, store: BlobStore, upload_id: str) -
         while data := file.read(chunk):
             offset = store.append(upload_id, offset, data).offset
     store.finish(upload_id)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    blobstore.PARALLEL_WRITE_MIN = PARALLEL_WRITE_MIN
+    return elapsed
 
 
 async def chunks_of(path: Path, upload_id: str, chunk: int) -> AsyncIterator[fpb.UploadFileRequest]:
@@ -237,16 +244,20 @@ def measure_local(path: Path, work: Path) -> dict[str, Any]:
     """The baseline, the pipeline and its two halves, in this process; UPLOAD_RUNS runs of each, interleaved."""
     chunk = UPLOAD_CHUNK_MIB * MIB
     store = BlobStore(work / "pipeline", max_size=1 << 40)
-    runs: dict[str, list[float]] = {"baseline": [], "pipeline": [], "hashes": [], "write": []}
+    runs: dict[str, list[float]] = {"baseline": [], "pipeline": [], "serial": [], "hashes": [], "write": []}
     pipeline_cpu: list[tuple[float, float]] = []
+    serial_cpu: list[tuple[float, float]] = []
     for run in range(UPLOAD_RUNS):
         runs["baseline"].append(read_and_sha256(path, chunk))
         runs["hashes"].append(read_and_hash_all(path, chunk))
         runs["write"].append(read_write_fsync(path, chunk, work / "copy"))
-        before = own_cpu()
-        runs["pipeline"].append(through_pipeline(path, chunk, store, f"pipeline-{run}"))
-        after = own_cpu()
-        pipeline_cpu.append((after[0] - before[0], after[1] - before[1]))
+        for write_beside, times, cpu in ((True, runs["pipeline"], pipeline_cpu), (False, runs["serial"], serial_cpu)):
+            before = own_cpu()
+            times.append(
+                through_pipeline(path, chunk, store, f"pipeline-{run}-{write_beside}", write_beside=write_beside)
+            )
+            after = own_cpu()
+            cpu.append((after[0] - before[0], after[1] - before[1]))
     size = path.stat().st_size
     return {
         "baseline_read_sha256": {"mb_per_s": throughput(size, runs["baseline"]), "runs_s": rounded(runs["baseline"])},
@@ -256,6 +267,13 @@ def measure_local(path: Path, work: Path) -> dict[str, Any]:
             "mb_per_s": throughput(size, runs["pipeline"]),
             "runs_s": rounded(runs["pipeline"]),
             "cpu": median_cpu(pipeline_cpu),
+        },
+        "pipeline_write_then_hash": {
+            "what": "the same with each chunk written, then hashed, in one thread (the blob store before its "
+            "writer thread), run after the pipeline in each round",
+            "mb_per_s": throughput(size, runs["serial"]),
+            "runs_s": rounded(runs["serial"]),
+            "cpu": median_cpu(serial_cpu),
         },
         "five_hashes_only": {"mb_per_s": throughput(size, runs["hashes"]), "runs_s": rounded(runs["hashes"])},
         "write_fsync_only": {"mb_per_s": throughput(size, runs["write"]), "runs_s": rounded(runs["write"])},
@@ -520,12 +538,12 @@ async def run(address: str, database_url: str, work: Path, upload: Path, server_
     return phases
 
 
-async def run_tuned(address: str, upload: Path, server_pid: int) -> dict[str, Any]:
+async def run_allocator_default(address: str, upload: Path, server_pid: int) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), 60)
         before = load_average()
         measured = await measure_grpc_uploads(channel, upload, server_pid, sweep=False)
-    return {"env": MALLOC_TUNING, **measured, "load_average_1m": [before, load_average()]}
+    return {"env": ALLOCATOR_DEFAULT, **measured, "load_average_1m": [before, load_average()]}
 
 
 def main() -> None:
@@ -552,9 +570,9 @@ def main() -> None:
         finally:
             stop_catalog(catalog)
         port = free_port()
-        catalog = start_catalog(database_url, root / "data-tuned", port, MALLOC_TUNING)
+        catalog = start_catalog(database_url, root / "data-allocator-default", port, ALLOCATOR_DEFAULT)
         try:
-            tuned = asyncio.run(run_tuned(f"127.0.0.1:{port}", upload, catalog.pid))
+            allocator_default = asyncio.run(run_allocator_default(f"127.0.0.1:{port}", upload, catalog.pid))
         finally:
             stop_catalog(catalog)
     finally:
@@ -566,8 +584,9 @@ def main() -> None:
         name: round(figures["mb_per_s"] / baseline, 3)
         for name, figures in (
             ("pipeline", local["pipeline"]),
+            ("pipeline_write_then_hash", local["pipeline_write_then_hash"]),
             ("grpc_end_to_end", measured["grpc_end_to_end"]),
-            ("grpc_end_to_end_allocator_tuned", tuned),
+            ("grpc_end_to_end_allocator_default", allocator_default),
             ("grpc_floor", measured["grpc_floor"]),
         )
     }
@@ -583,8 +602,9 @@ def main() -> None:
         "notes": NOTES,
         "settings": {
             "postgres": "fsync on, synchronous_commit on (durable)",
-            "catalog": "python -m modelhub.catalog subprocess; relay, scheduler and file jobs off; default pool "
-            f"(10 + 20 overflow); upload_chunk_max_bytes {max(UPLOAD_CHUNK_SWEEP_MIB)} MiB for the chunk sweep",
+            "catalog": "python -m modelhub.catalog subprocess; relay, scheduler and file jobs off; default pools "
+            "(10 + 20 overflow; GetModel and GetFileByHash on the hot reads' 8); upload_chunk_max_bytes "
+            f"{max(UPLOAD_CHUNK_SWEEP_MIB)} MiB for the chunk sweep",
             "client": "this process (the catalog is another), grpc.aio, one channel, messages built by the "
             "generated classes",
             "upload": f"{UPLOAD_MIB} MiB safetensors read from disk, {UPLOAD_CHUNK_MIB} MiB chunks, median of "
@@ -605,7 +625,7 @@ def main() -> None:
             "runs": UPLOAD_RUNS,
             **local,
             "grpc_end_to_end": measured["grpc_end_to_end"],
-            "grpc_end_to_end_allocator_tuned": tuned,
+            "grpc_end_to_end_allocator_default": allocator_default,
             "grpc_floor": measured["grpc_floor"],
             "ratios_to_baseline": ratios,
         },
@@ -630,7 +650,8 @@ NOTES = [
     "each baseline is measured in the same run for that reason.",
     "Upload, what is compared: the baseline reads the file and computes SHA256 alone, on one core. The pipeline "
     "does the catalog's storing work without transport: five hashes (SHA256 on a worker thread beside BLAKE3 and "
-    "CRC32), the write, and at the end fsync and rename; its halves are five_hashes_only and write_fsync_only. "
+    "CRC32) and, at the same time, the write on a writer thread, and at the end fsync and rename; its halves are "
+    "five_hashes_only and write_fsync_only. "
     "End to end adds gRPC at both ends (grpc_floor: the same client and messages to a server that drops them), "
     "the header check and the database transaction that adds the file.",
     "Upload, what limits it here: client, catalog and PostgreSQL share the 2 cores. server_cpu and client_cpu are "
@@ -638,8 +659,12 @@ NOTES = [
     "allocated receive buffers): the catalog alone keeps about one core busy for the whole upload.",
     "The first uploads after the catalog starts are slower (warmup_runs_s, not in the median): fresh memory is "
     "touched for the first time.",
-    "grpc_end_to_end_allocator_tuned: the same with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set for the "
-    "catalog's process, so that glibc keeps freed receive buffers instead of returning them to the kernel.",
+    "The catalog sets glibc's mmap threshold to "
+    f"{allocator.MMAP_THRESHOLD >> 20} MiB and its trim threshold to {allocator.TRIM_THRESHOLD >> 20} MiB at "
+    "start-up (modelhub/catalog/allocator.py), so that freed receive buffers are reused instead of returned to the "
+    "kernel; grpc_end_to_end_allocator_default is the same catalog with glibc's defaults (allocator_tuning off).",
+    "pipeline_write_then_hash is the blob store as it was before its writer thread (each chunk written, then hashed, "
+    "in one thread), measured in the same rounds as the pipeline.",
     "GetModel is measured in a catalog that holds the by-hash seed's 100,000 files beside its own models.",
 ]
 

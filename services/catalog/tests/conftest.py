@@ -69,8 +69,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def catalog(engine: AsyncEngine, clock: FakeClock) -> Catalog:
-    return build_catalog(engine, clock=clock)
+async def catalog(engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[Catalog]:
+    catalog = build_catalog(engine, clock=clock)
+    try:
+        yield catalog
+    finally:
+        await catalog.dispose()
 
 
 @pytest.fixture

@@ -246,7 +246,9 @@ def test_another_instance_sharing_the_directory_sees_and_continues_the_same_uplo
     assert one.finish("u1").hashes == expected_hashes(data)
 
 
-def test_a_failed_write_changes_nothing(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", [8, 3 * MIB + 5], ids=["small-chunk-inline", "large-chunk-writer-thread"])
+def test_a_failed_write_changes_nothing(store: BlobStore, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    chunk = random.Random(size).randbytes(size)
     store.begin("u1")
     store.append("u1", 0, b"abc")
     real_write = blobstore._pwrite_all
@@ -257,12 +259,72 @@ def test_a_failed_write_changes_nothing(store: BlobStore, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(blobstore, "_pwrite_all", disk_full_half_way)
     with pytest.raises(OSError, match="No space left"):
-        store.append("u1", 3, b"defghijk")
+        store.append("u1", 3, chunk)
     monkeypatch.undo()
 
     assert store.resume("u1").offset == 3
-    store.append("u1", 3, b"defghijk")
-    assert store.finish("u1").hashes == expected_hashes(b"abcdefghijk")
+    assert (store.root / "uploads" / "u1.part").stat().st_size == 3
+    store.append("u1", 3, chunk)
+    assert store.finish("u1").hashes == expected_hashes(b"abc" + chunk)
+
+
+def test_a_failed_hashing_of_a_large_chunk_takes_back_its_write(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's write runs on a writer thread while this one hashes: when hashing fails, append waits for
+    the write, cuts the part back and forgets the hash state, so the upload is exactly as before the chunk."""
+    data = random.Random(1).randbytes(5 * MIB)
+    part = store.root / "uploads" / "u1.part"
+    store.begin("u1")
+    store.append("u1", 0, data[:MIB])
+    real_write = blobstore._pwrite_all
+    written = threading.Event()
+
+    def write_then_tell(fd: int, chunk: memoryview, offset: int) -> None:
+        real_write(fd, chunk, offset)
+        written.set()
+
+    def hashing_fails(self: object, chunk: memoryview) -> None:
+        assert written.wait(10)  # the write landed: append must take it back
+        raise MemoryError("hashing failed")
+
+    monkeypatch.setattr(blobstore, "_pwrite_all", write_then_tell)
+    monkeypatch.setattr(blobstore.FileHasher, "update", hashing_fails)
+    with pytest.raises(MemoryError):
+        store.append("u1", MIB, data[MIB:])
+    monkeypatch.undo()
+
+    assert part.stat().st_size == MIB
+    assert store.resume("u1").offset == MIB
+    store.append("u1", MIB, data[MIB:])
+    assert store.finish("u1").hashes == expected_hashes(data)
+
+
+def test_a_large_chunk_is_written_while_it_is_hashed(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write of a large chunk runs on another thread, at the same time as its hashing (the write below
+    waits until hashing has begun: were they one after the other, it would time out)."""
+    data = random.Random(2).randbytes(4 * MIB + 3)
+    real_write, real_update = blobstore._pwrite_all, blobstore.FileHasher.update
+    hashing = threading.Event()
+    writers: list[str] = []
+
+    def write_once_hashing_began(fd: int, chunk: memoryview, offset: int) -> None:
+        writers.append(threading.current_thread().name)
+        assert hashing.wait(10), "the write did not overlap the hashing"
+        real_write(fd, chunk, offset)
+
+    def update(self: blobstore.FileHasher, chunk: memoryview) -> None:
+        hashing.set()
+        real_update(self, chunk)
+
+    monkeypatch.setattr(blobstore, "_pwrite_all", write_once_hashing_began)
+    monkeypatch.setattr(blobstore.FileHasher, "update", update)
+    store.begin("u1")
+    assert store.append("u1", 0, data).offset == len(data)
+    monkeypatch.undo()
+
+    assert writers and all(name.startswith("modelhub-blob-writer") for name in writers)
+    assert store.finish("u1").hashes == expected_hashes(data)
 
 
 @pytest.mark.parametrize("then_begun_anew", [False, True], ids=["finished", "finished-then-begun-anew"])

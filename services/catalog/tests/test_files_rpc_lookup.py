@@ -3,14 +3,19 @@ several versions, and bad input."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
+import pytest
 
+from modelhub.catalog.adapters import hot_reads
 from modelhub.catalog.bootstrap import Catalog
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.v1 import files_pb2 as fpb
+from modelhub.catalog.v1 import models_pb2 as mpb
 from modelhub.catalog.v1.files_pb2_grpc import FileServiceStub
+from modelhub.catalog.v1.models_pb2_grpc import ModelServiceStub
 
 from .conftest import auth
 from .file_helpers import ALICE_MD, BOB_MD, MIB, big_safetensors, expected_hashes, failure, upload
@@ -113,3 +118,38 @@ async def test_bad_lookups_name_the_field(files_stub: FileServiceStub) -> None:
         bad = await failure(lookup(files_stub, value, kind))
         assert bad.code == grpc.StatusCode.INVALID_ARGUMENT, (value, kind)
         assert [v.field for v in bad.violations] == [field], (value, kind)
+
+
+async def test_hot_reads_survive_postgresql_dropping_the_pooled_connections(
+    files_stub: FileServiceStub, models_stub: ModelServiceStub, catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hot reads' pool (GetFileByHash, GetModel) does not ping what it checks out (adapters/hot_reads.py):
+    when PostgreSQL dropped its connections (a restart), both still answer, once more through the main engine,
+    and the dead connections leave the pool."""
+    content = big_safetensors(MIB + 7)
+    done = await upload(files_stub, await draft_version(catalog), content)
+    await publish(catalog, ALICE, done.model_id)
+    sha256 = expected_hashes(content)["SHA256"]
+    get_model = mpb.GetModelRequest(model_id=done.model_id)
+    assert (await lookup(files_stub, sha256)).file.file_id == done.file.file_id  # hot connections are pooled
+    assert (await models_stub.GetModel(get_model)).model.model_id == done.model_id
+
+    async def drop_connections() -> None:
+        async with catalog.engine.connect() as conn:
+            dropped = await conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert dropped.scalar_one() >= 1
+
+    with caplog.at_level(logging.WARNING, logger=hot_reads.__name__):
+        await drop_connections()
+        assert (await lookup(files_stub, sha256)).file.file_id == done.file.file_id
+        assert (await lookup(files_stub, sha256)).file.file_id == done.file.file_id  # a new hot connection
+        await drop_connections()
+        assert (await models_stub.GetModel(get_model)).model.model_id == done.model_id
+    assert sum("running it again" in r.message for r in caplog.records) == 2  # each read met a dead connection
+
+    for _ in range(3):
+        assert (await lookup(files_stub, sha256)).file.file_id == done.file.file_id
+        assert (await models_stub.GetModel(get_model)).model.model_id == done.model_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from modelhub.catalog.bootstrap import Catalog
 from modelhub.catalog.config import CatalogSettings
+from modelhub.catalog.files import blobstore
 from modelhub.catalog.handlers.files import FileCatalog
 from modelhub.catalog.v1 import files_pb2 as fpb
 from modelhub.catalog.v1 import models_pb2 as pb
@@ -122,6 +124,52 @@ async def test_a_chunked_upload_survives_a_dropped_connection_and_resumes_to_exa
     assert (header.offset, tail) == (5 * MIB, content[5 * MIB :])
     _, middle = await download(files_stub, file.file_id, offset=100, length=1000, metadata=ALICE_MD)
     assert middle == content[100:1100]
+
+
+async def test_a_stream_cancelled_while_a_chunk_is_stored_leaves_that_chunk_whole_and_the_upload_usable(
+    files_stub: FileServiceStub, version_id: str, settings: CatalogSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client goes away while the server writes a chunk (on its writer thread): the append in flight ends,
+    whole, before the stream's handler lets go of the upload; nothing else is stored, the part is unlocked (the
+    abort below takes its lock) and the upload can be resumed or aborted at once."""
+    content = big_safetensors(6 * MIB)
+    chunks = split(content, 2 * MIB)
+    session = await start(files_stub, version_id, len(content))
+    real_write = blobstore._pwrite_all
+    second_write_began, cancelled = threading.Event(), threading.Event()
+
+    def slow_second_write(fd: int, data: memoryview, offset: int) -> None:
+        if offset == 2 * MIB:
+            second_write_began.set()
+            cancelled.wait(10)
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(blobstore, "_pwrite_all", slow_second_write)
+    hang = asyncio.Event()
+
+    async def chunks_then_hang() -> AsyncIterator[fpb.UploadFileRequest]:
+        yield fpb.UploadFileRequest(target=fpb.UploadTarget(upload_id=session.upload_id, offset=0))
+        for chunk in chunks:
+            yield fpb.UploadFileRequest(chunk=chunk)
+        await hang.wait()
+
+    call = files_stub.UploadFile(chunks_then_hang(), metadata=ALICE_MD)
+    assert await asyncio.to_thread(second_write_began.wait, 10)
+    call.cancel()
+    cancelled.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    async def two_chunks_stored() -> bool:
+        got = await files_stub.GetUpload(fpb.GetUploadRequest(upload_id=session.upload_id), metadata=ALICE_MD)
+        return got.upload.offset == 4 * MIB
+
+    await wait_until(two_chunks_stored, 10, "the chunk in flight stored whole")
+    [part] = files_on_disk(settings.data_dir)
+    assert part.read_bytes() == content[: 4 * MIB]
+    aborted = await files_stub.AbortUpload(fpb.AbortUploadRequest(upload_id=session.upload_id), metadata=ALICE_MD)
+    assert aborted.upload.state == fpb.UPLOAD_STATE_ABORTED
+    assert files_on_disk(settings.data_dir) == []
 
 
 async def test_safetensors_metadata_is_kept_as_a_bounded_summary(files_stub: FileServiceStub, version_id: str) -> None:

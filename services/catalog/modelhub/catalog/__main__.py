@@ -13,6 +13,10 @@ def main() -> None:
     from modelhub.core.telemetry.tracing import configure_tracing, shutdown_tracing
 
     settings = CatalogSettings()
+    if settings.allocator_tuning:
+        from modelhub.catalog.allocator import tune_allocator
+
+        tune_allocator()
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otlp_endpoint)
     try:

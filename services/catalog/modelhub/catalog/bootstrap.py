@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.catalog import bootstrap_community, bootstrap_files
 from modelhub.catalog.adapters import migrations
 from modelhub.catalog.adapters.events import PRODUCER, make_registry
+from modelhub.catalog.adapters.hot_reads import hot_read_engine
 from modelhub.catalog.config import CatalogSettings
 from modelhub.catalog.entrypoints import grpc_models
 from modelhub.catalog.handlers import Clock, utcnow
@@ -32,17 +34,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Catalog:
-    """The catalog's use cases and what they share (one engine, one event store, one clock)."""
+    """The catalog's use cases and what they share (one engine, one event store, one clock), and the pool of the
+    hot public reads (adapters/hot_reads.py; it opens connections on first use, `dispose` closes them)."""
 
     engine: AsyncEngine
     store: EventStore
     clock: Clock
     models: ModelCatalog
+    hot_reads: AsyncEngine
+
+    async def dispose(self) -> None:
+        """Close the hot reads' connections (the caller owns `engine`)."""
+        await self.hot_reads.dispose()
 
 
 def build_catalog(engine: AsyncEngine, *, clock: Clock = utcnow) -> Catalog:
     store = EventStore(make_registry())
-    return Catalog(engine=engine, store=store, clock=clock, models=ModelCatalog(engine, store, clock=clock))
+    hot = hot_read_engine(engine)
+    models = ModelCatalog(engine, store, clock=clock, hot_reads=hot)
+    return Catalog(engine=engine, store=store, clock=clock, models=models, hot_reads=hot)
 
 
 def registrations(settings: CatalogSettings, catalog: Catalog) -> list[ServiceRegistration]:
@@ -107,10 +117,14 @@ async def serve(settings: CatalogSettings) -> None:
             relay = OutboxRelay(engine, catalog.store, nc, PRODUCER)
             await relay.setup(replicas=settings.stream_replicas)
             tasks.append(asyncio.create_task(relay.run(stop)))
+        # What was built so far lives as long as the process: take it out of the garbage collector's full
+        # passes, each of which would otherwise walk it all (tens of milliseconds, in the middle of some call).
+        gc.freeze()
         await server.serve()
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         if nc is not None:
             await nc.close()
+        await catalog.dispose()
         await engine.dispose()

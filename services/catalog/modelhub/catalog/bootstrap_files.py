@@ -32,6 +32,7 @@ def build_files(settings: CatalogSettings, catalog: Catalog) -> FileCatalog:
         clock=catalog.clock,
         session_ttl=timedelta(seconds=settings.upload_session_ttl_seconds),
         download_window_seconds=settings.download_window_seconds,
+        hot_reads=catalog.hot_reads,
     )
 
 

@@ -22,6 +22,8 @@ class CatalogSettings(ServiceSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     migrate_on_start: bool = True
+    allocator_tuning: bool = True
+    """At start-up, have glibc keep freed upload buffers for reuse (allocator.py; docs/catalog.md, Performance)."""
 
     data_dir: Path = Path.home() / ".modelhub" / "catalog"
     """Where model files live (content-addressed blobs and upload sessions); `make up` sets it."""

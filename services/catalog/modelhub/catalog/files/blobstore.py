@@ -22,6 +22,11 @@ Guarantees (crash = the process is killed, or the machine stops):
   the part file, so the hashes always describe exactly the bytes in the file.
 - finish is idempotent: once the hashes are recorded (uploads/<id>.done, written before the rename), a
   retried finish, even after a crash half-way, completes the rename if needed and returns the same blob.
+- A large chunk is written by a writer thread while the calling thread hashes it (the hashing module runs
+  SHA256 on a third thread): write and hashes overlap, on as many cores as there are. `append` returns, and
+  unlocks the part, only once both are over; when either fails, the part is cut back to its size before the
+  chunk and the hash state is dropped (rebuilt from the file on the next append), so a failed append changes
+  nothing, whichever thread failed.
 - Appends, finish, resume and abort of one upload are serialised with an exclusive flock on its part file,
   which also excludes other processes sharing the directory; each re-checks, holding the lock, that the
   part is still the one it opened (not finished or aborted meanwhile).
@@ -39,6 +44,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -64,6 +70,9 @@ _TEMPORARY: Final = ".tmp"
 
 WRITEBACK_EVERY: Final = 32 << 20
 """Each time an upload grows past a multiple of this many bytes, its part is flushed to disk in the background."""
+PARALLEL_WRITE_MIN = 256 << 10
+"""Chunks at least this large are written on a writer thread while being hashed; smaller ones are written inline
+(the thread hand-off would cost more than the overlap saves)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,19 @@ def _writeback_pool() -> ThreadPoolExecutor:
         if _writeback is None:
             _writeback = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelhub-blob-writeback")
         return _writeback
+
+
+_writers_lock = threading.Lock()
+_writers: ThreadPoolExecutor | None = None
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    """A pool for the writes of large chunks, which run beside their hashing (one per append in flight)."""
+    global _writers  # noqa: PLW0603 - a lazily created process-wide singleton
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelhub-blob-writer")
+        return _writers
 
 
 def _write_back(part: Path) -> None:
@@ -193,8 +215,18 @@ class BlobStore:
             raise FileTooLarge(upload_id, size + len(chunk), self.max_size)
         hasher = self._hasher_at(upload_id, fd, size)
         try:
-            _pwrite_all(fd, chunk, size)
-            hasher.update(chunk)
+            if len(chunk) < PARALLEL_WRITE_MIN:
+                _pwrite_all(fd, chunk, size)
+                hasher.update(chunk)
+            else:
+                writing = _writer_pool().submit(_pwrite_all, fd, chunk, size)
+                try:
+                    hasher.update(chunk)
+                finally:
+                    # Whatever happened here, the write must be over before the part is cut back, unlocked or
+                    # closed (the caller closes `fd` when this returns).
+                    futures.wait([writing])
+                writing.result()
         except BaseException:
             # Keep the file as acknowledged, and forget a hash state that may not match it any more.
             self._hashers.pop(upload_id, None)

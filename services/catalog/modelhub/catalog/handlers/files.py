@@ -51,7 +51,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid_utils.compat import uuid7
 
-from modelhub.catalog.adapters import downloads, queries, uploads
+from modelhub.catalog.adapters import downloads, hot_reads, queries, uploads
 from modelhub.catalog.adapters.blobs import completion_guard, inspect_upload, stored_blobs, try_collector_lock
 from modelhub.catalog.adapters.events import timestamp
 from modelhub.catalog.adapters.repository import ModelRepository
@@ -149,11 +149,14 @@ class FileCatalog:
         clock: Clock = utcnow,
         session_ttl: timedelta = timedelta(hours=24),
         download_window_seconds: int = 300,
+        hot_reads: AsyncEngine | None = None,
     ) -> None:
         self.engine = engine
         # Single-statement reads run outside a transaction: no BEGIN and ROLLBACK round trips (a statement
-        # sees one snapshot either way). The by-hash lookup's latency is mostly those round trips otherwise.
+        # sees one snapshot either way).
         self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.hot_reads = hot_reads or self.reads
+        """The lookup by hash's pool (adapters/hot_reads.py; `reads` when none is given)."""
         self.store = store
         self.models = models
         self.blobs = blobs
@@ -429,11 +432,11 @@ class FileCatalog:
         )
 
     async def file_by_hash(self, actor: Actor | None, query: HashQuery) -> downloads.FileRecord:
-        """The file a hash designates among those the caller may see (one indexed query)."""
-        async with self.reads.connect() as conn:
-            record = await downloads.file_by_hash(
-                conn, query, actor.id if actor else "", actor.privileged if actor else False
-            )
+        """The file a hash designates among those the caller may see (one indexed query, on the hot reads' pool)."""
+        viewer, privileged = (actor.id, actor.privileged) if actor else ("", False)
+        record = await hot_reads.read(
+            self.hot_reads, self.reads, lambda conn: downloads.file_by_hash(conn, query, viewer, privileged)
+        )
         if record is None:
             kind = f"{query.kind.value} " if query.kind else ""
             raise NotFound(

@@ -32,7 +32,7 @@ from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid_utils.compat import uuid7
 
-from modelhub.catalog.adapters import queries
+from modelhub.catalog.adapters import hot_reads, queries
 from modelhub.catalog.adapters.repository import ModelRepository
 from modelhub.catalog.domain.base_models import BASE_MODELS
 from modelhub.catalog.domain.commands import (
@@ -91,11 +91,15 @@ class Lineage:
 class ModelCatalog:
     """Models, versions, files and lineage over one database (engine) and its event store."""
 
-    def __init__(self, engine: AsyncEngine, store: EventStore, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, engine: AsyncEngine, store: EventStore, *, clock: Clock = utcnow, hot_reads: AsyncEngine | None = None
+    ) -> None:
         self.engine = engine
         # Single-statement reads (GetModel) run outside a transaction: no BEGIN and ROLLBACK round trips, and
         # one statement sees one snapshot either way.
         self.reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.hot_reads = hot_reads or self.reads
+        """GetModel's pool (adapters/hot_reads.py; `reads` when none is given)."""
         self.store = store
         self.clock = clock
 
@@ -198,8 +202,7 @@ class ModelCatalog:
 
     async def get_model(self, actor: Actor | None, model_id: str) -> Model:
         """The model as the read models hold it (one statement); NotFound unless visible to `actor`."""
-        async with self.reads.connect() as conn:
-            model = await queries.load_model(conn, model_id)
+        model = await hot_reads.read(self.hot_reads, self.reads, lambda conn: queries.load_model(conn, model_id))
         if model is None or not model.visible_to(actor):
             raise model_not_found(model_id)
         return model
