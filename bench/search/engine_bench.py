@@ -6,11 +6,16 @@ the service's, measured in the same run:
 - `iter_models(n, seed)`: n model documents with realistic distributions (see `Catalogue`), generated lazily;
 - `query_mix(n, seed)`: a realistic mix of model queries (text + filters + facets + sort over a period);
 - `bulk_index(index, documents)`: the engine's raw bulk indexing rate (documents/s), port calls only;
-- `measure_queries(index, queries)`: raw query latency (p50/p99, ms) at the port, one query at a time.
+- `measure_queries(index, queries)`: raw query latency (p50/p99, ms) at the port, one query at a time;
+  `measure_shapes` the same per query shape (`query_shape`: browse / text / tag page, filters, Newest's window,
+  Relevance, facets), to see which shapes make the tail.
 
 Run on its own it prints the raw figures of the tantivy engine:
 
-    python bench/search/engine_bench.py [MODELS] [QUERIES]
+    python bench/search/engine_bench.py [MODELS] [QUERIES] [--index DIR]
+
+With `--index DIR` the index is built in DIR once (kept) and later runs only query it: at 1M documents the build
+takes minutes, the queries seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import random
 import statistics
 import sys
@@ -26,6 +32,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from modelhub.search.domain.documents import ModelDocument, Period, PeriodStats
@@ -307,6 +314,34 @@ async def measure_queries(index: SearchIndex, queries: Sequence[ModelQuery], war
     return latency(samples, hits)
 
 
+def query_shape(query: ModelQuery) -> str:
+    """What decides a query's cost: browse / text / tag page, its filters, Newest's time window, Relevance,
+    facets. E.g. "text type rel F" (words, a type filter, Relevance, facets asked)."""
+    kind = "text" if query.text else "tag" if query.filters.tags else "browse"
+    filters = "+".join(n for n, v in (("type", query.filters.types), ("base", query.filters.base_models)) if v)
+    window = query.sort is ModelSort.NEWEST and query.period is not Period.ALL_TIME
+    parts = [kind, filters or "nofilt", "win" if window else "", "rel" if query.sort is ModelSort.RELEVANCE else ""]
+    return " ".join(p for p in [*parts, "F" if query.facets else "noF"] if p)
+
+
+async def measure_shapes(
+    index: SearchIndex, queries: Sequence[ModelQuery], warmup: int = 100
+) -> tuple[Latency, dict[str, Latency]]:
+    """`measure_queries`, and the same samples grouped by `query_shape` (slowest p99 first)."""
+    for query in queries[:warmup]:
+        await index.search_models(query)
+    samples: dict[str, list[float]] = {}
+    every = []
+    for query in queries:
+        started = time.perf_counter()
+        await index.search_models(query)
+        seconds = time.perf_counter() - started
+        samples.setdefault(query_shape(query), []).append(seconds)
+        every.append(seconds)
+    shapes = {shape: latency(s) for shape, s in samples.items()}
+    return latency(every), dict(sorted(shapes.items(), key=lambda kv: -kv[1].p99_ms))
+
+
 async def measure_next_pages(index: SearchIndex, queries: Sequence[ModelQuery], warmup: int = 50) -> Latency:
     """Latency of the second page (keyset continuation) of each query that has one."""
     seconds = []
@@ -337,22 +372,31 @@ def suggestion_prefixes(n: int, seed: int = 11) -> list[str]:
     return [rng.choice(words)[: rng.randint(1, 4)] for _ in range(n)]
 
 
-async def main(models: int, queries: int) -> None:
+async def main(models: int, queries: int, directory: str | None) -> None:
     from modelhub.search.adapters.engines.lru import LruCache
     from modelhub.search.adapters.engines.tantivy_engine import TantivyEngine
 
-    with tempfile.TemporaryDirectory(prefix="modelhub-search-bench-") as root:
+    with tempfile.TemporaryDirectory(prefix="modelhub-search-bench-") as scratch:
+        root = Path(directory or scratch)
+        built = (root / "LIVE").exists()
         engine = TantivyEngine(root, heap_bytes=256_000_000, threads=0)
         try:
             index = await engine.live()
-            started = time.perf_counter()
-            bulk = await bulk_index(index, iter_models(models))
-            print(
-                f"indexed {bulk.documents:,} models: {bulk.per_second:,.0f} docs/s (engine calls only; "
-                f"{time.perf_counter() - started:.1f} s with generating them)"
-            )
+            if built:
+                print(f"querying the index in {root} ({await index.count_models():,} models)")
+            else:
+                started = time.perf_counter()
+                bulk = await bulk_index(index, iter_models(models))
+                print(
+                    f"indexed {bulk.documents:,} models: {bulk.per_second:,.0f} docs/s (engine calls only; "
+                    f"{time.perf_counter() - started:.1f} s with generating them)"
+                )
             mix = query_mix(queries)
-            print(f"queries: {await measure_queries(index, mix)}")
+            overall, shapes = await measure_shapes(index, mix)
+            print(f"queries (load average {os.getloadavg()[0]:.1f}): {overall}")
+            print(f"  {'shape':28} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+            for shape, f in shapes.items():
+                print(f"  {shape:28} {f.queries:5} {f.p50_ms:7.1f} {f.p99_ms:7.1f} {f.max_ms:7.1f}")
             cache = index.models.facet_cache
             index.models.facet_cache = LruCache(0)  # every facet computed
             print(f"queries, facet cache off: {await measure_queries(index, mix)}")
@@ -364,5 +408,11 @@ async def main(models: int, queries: int) -> None:
 
 
 if __name__ == "__main__":
-    arguments = [int(a) for a in sys.argv[1:3]]
-    asyncio.run(main(*arguments) if len(arguments) == 2 else main(arguments[0] if arguments else 100_000, 2_000))
+    arguments = sys.argv[1:]
+    index_dir = None
+    if "--index" in arguments:
+        at = arguments.index("--index")
+        index_dir = arguments[at + 1]
+        del arguments[at : at + 2]
+    counts = [int(a) for a in arguments[:2]]
+    asyncio.run(main(counts[0] if counts else 100_000, counts[1] if len(counts) > 1 else 2_000, index_dir))

@@ -456,3 +456,63 @@ async def wait_all_acknowledged(nc: Client, stream: str, consumer: str) -> None:
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await wait_until(all_acknowledged, 15, f"every message acknowledged by {consumer}")
+
+
+async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_prefetched_batch_at_stop(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 350)
+    nc = await connect(nats_url, "test")
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def held_once(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        if not gate.is_set():
+            entered.set()
+            await gate.wait()
+        await record_effect(conn, event)
+
+    def consumer(handler: Handler) -> IdempotentConsumer:
+        # ack_wait far above the test's waits: a batch that were not nak'ed at the stop would come back too late.
+        settings = ConsumerSettings(
+            batch_size=100, backlog_fetch_timeout=2.0, max_ack_pending=200, ack_wait=60.0, prefetch=True
+        )
+        return IdempotentConsumer(
+            prepared,
+            nc,
+            make_registry(),
+            name=f"{producer}-effects",
+            stream=events_stream_name(producer),
+            subject=events_subject(producer),
+            handlers={RENAMED: handler},
+            settings=settings,
+        )
+
+    js = nc.jetstream()
+    try:
+        await publish_committed(prepared, store, nc, producer)
+        first = consumer(held_once)
+        await first.setup()
+        async with running(first) as stop:
+            await asyncio.wait_for(entered.wait(), 15)
+
+            async def next_batch_prefetched() -> bool:
+                info = await js.consumer_info(events_stream_name(producer), first.name)
+                return info.num_ack_pending == 200  # the held batch and the one pulled ahead of it
+
+            await wait_until(next_batch_prefetched, 15, "the next batch prefetched")
+            stop.set()
+            gate.set()  # the held batch commits; the prefetched one is given back unapplied
+        assert len(await effects(prepared)) == 100
+        second = consumer(record_effect)
+        async with running(second):
+
+            async def all_applied() -> bool:
+                return len(await effects(prepared)) == 350
+
+            await wait_until(all_applied, 15, "every event applied")
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        await wait_all_acknowledged(nc, events_stream_name(producer), second.name)
+    finally:
+        await nc.close()

@@ -26,7 +26,15 @@ from .catalog_events import create_stream
 from .fakes import FakeEngine
 
 SECRET = "search-test-secret-long-enough-for-hs256"
-FAST = ConsumerSettings(batch_size=200, fetch_timeout=0.05, ack_wait=5.0, max_deliver=3, retry_delay=0.1)
+FAST = ConsumerSettings(
+    batch_size=200,
+    fetch_timeout=0.05,
+    backlog_fetch_timeout=0.5,
+    ack_wait=5.0,
+    max_deliver=3,
+    retry_delay=0.1,
+    prefetch=True,  # as the service runs it (consumer_settings)
+)
 
 
 def token(subject: str, *roles: Role) -> str:

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import text
 
 from modelhub.core.events.model import ReceivedEvent
-from modelhub.search.adapters.mirror import INDEX_WRITES_LOCK, MirrorRow, mirror_row
+from modelhub.search.adapters.mirror import INDEX_WRITES_LOCK, MirrorRow, Table, decoded_payloads, mirror_row
 from modelhub.search.bootstrap import Search
 from modelhub.search.domain.documents import Period
 from modelhub.search.rebuild import session_lock
 
-from .catalog_events import envelope, model_snapshot, model_stats
+from .catalog_events import envelope, image_snapshot, model_snapshot, model_stats
 from .fakes import FakeEngine, FakeIndex
 
 
@@ -121,3 +121,26 @@ async def test_a_new_models_snapshot_and_stats_in_concurrent_transactions(
     doc = index.visible_models["m1"]
     assert (doc.model_stream_version, doc.stats_stream_version) == (1, 1)
     assert doc.stats[Period.ALL_TIME].downloads == 9
+
+
+async def test_documents_built_from_the_batchs_decoded_payloads_equal_those_decoded_from_the_mirror(
+    fake_search: Search,
+) -> None:
+    """The consumer hands its decoded payloads on: a mirror row at one of their versions is built from them,
+    any other from its stored bytes; both ways give the same documents."""
+    mirror = fake_search.mirror
+    stored = [row(model_snapshot("m1", name="Old"), 1), row(model_stats("m1", downloads=3), 4)]
+    stored += [row(model_snapshot("m2", name="Two"), 2), row(image_snapshot("i1"), 1)]
+    newer = [row(model_snapshot("m1", name="New"), 2), row(model_stats("m2", downloads=9), 1)]
+    stale = [row(model_snapshot("m2", name="Stale"), 1), row(image_snapshot("i1", prompt="stale"), 1)]
+    async with fake_search.db.begin() as conn:
+        await mirror.put(conn, stored)
+        # The stale rows change nothing (the image's has the very version stored): their payloads are not used.
+        changed = await mirror.put(conn, newer + stale)
+        from_bytes = await mirror.documents(conn, ["m1", "m2"], ["i1"])
+        decoded = decoded_payloads(newer + stale, changed)
+        from_batch = await mirror.documents(conn, ["m1", "m2"], ["i1"], decoded)
+    assert set(decoded) == {(Table.MODELS, "m1", 2), (Table.MODEL_STATS, "m2", 1)}
+    assert from_batch == from_bytes
+    assert {d.model_id: d.name for d in from_batch.models} == {"m1": "New", "m2": "Two"}
+    assert [d.prompt for d in from_batch.images] == ["a castle on a hill"]

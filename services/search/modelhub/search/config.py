@@ -39,11 +39,12 @@ class SearchSettings(ServiceSettings):
 
     run_consumer: bool = True
     """Index the catalog's events from this process (the durable consumer "search-catalog")."""
-    consumer_batch_size: int = Field(default=5000, ge=1, le=20_000)
+    consumer_batch_size: int = Field(default=10_000, ge=1, le=20_000)
     """Events pulled and indexed per transaction, with one index commit each: larger batches amortize the commit
-    (its fixed part, about 100 ms per commit) when there is a backlog; a lone event still goes through alone after
-    consumer_fetch_timeout_seconds. The durable consumer is created allowing twice as many unacknowledged
-    messages (an existing one keeps its limit: JetStream's default 1000 caps its batches)."""
+    (and the merging of the segments each commit adds) when there is a backlog; a lone event still goes through
+    alone after consumer_fetch_timeout_seconds. The durable consumer is created allowing twice as many
+    unacknowledged messages, for the batch being applied and the one pulled ahead of it (an existing durable
+    consumer keeps its limit: JetStream's default 1000 caps its batches)."""
     consumer_fetch_timeout_seconds: float = Field(default=0.05, gt=0, le=5)
     """How long one pull waits for its batch to fill: bounds the delay a lone event adds to freshness."""
     catalog_producer: str = "catalog"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from modelhub.search.adapters.mirror import Documents, Mirror, MirrorRow, Table
+from modelhub.search.adapters.mirror import Documents, Mirror, MirrorRow, Table, decoded_payloads
 from modelhub.search.domain.ports import SearchEngine, SearchIndex
 from modelhub.search.domain.queries import ImagePage, ImageQuery, ModelPage, ModelQuery, Suggestion, SuggestionKind
 
@@ -55,7 +55,10 @@ class Indexer:
         await self.mirror.lock_models(conn, (r.key for r in rows if r.table is not Table.IMAGES))
         changed = await self.mirror.put(conn, rows)
         documents = await self.mirror.documents(
-            conn, changed[Table.MODELS] | changed[Table.MODEL_STATS], changed[Table.IMAGES]
+            conn,
+            changed[Table.MODELS] | changed[Table.MODEL_STATS],
+            changed[Table.IMAGES],
+            decoded_payloads(rows, changed),  # the events' payloads, decoded once by the consumer
         )
         if documents.count:
             # Looked up after taking the lock: a swap cannot happen between here and the commit.

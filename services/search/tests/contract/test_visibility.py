@@ -76,3 +76,22 @@ async def test_facets_and_suggestions_count_visible_models_only(rated: SearchInd
 
     moderator = await rated.suggest("sam", [SuggestionKind.TAG], 63, 10)
     assert [(s.text, s.weight) for s in moderator] == [("sample", len(LEVELS))]
+
+
+async def test_every_rated_bit_shows_all_but_unrated_and_blocked_everywhere(rated: SearchIndex) -> None:
+    # A level with every rated bit (31) is filtered by exclusions alone in tantivy: text, facets, images and
+    # suggestions must all see the same models as the rule says.
+    adults = PG | PG13 | R | X | XXX
+    expected = {name for name, level in LEVELS.items() if is_visible(level, adults)}
+    assert expected == set(LEVELS) - {"blocked", "r-blocked", "unrated"}
+
+    text = await rated.search_models(ModelQuery(browsing_level=adults, text="sample", limit=100))
+    assert set(model_ids(text)) == expected
+    images = await rated.search_images(ImageQuery(browsing_level=adults, limit=100))
+    assert set(image_ids(images)) == expected
+    faceted = await rated.search_models(ModelQuery(browsing_level=adults, facets=(ModelFacet.TAG,)))
+    assert faceted.facets[ModelFacet.TAG] == (FacetValue("sample", len(expected)),)
+    tags = await rated.suggest("sam", [SuggestionKind.TAG], adults, 10)
+    assert [(s.text, s.weight) for s in tags] == [("sample", len(expected))]
+    names = await rated.suggest("sample", [SuggestionKind.MODEL_NAME], adults, 50)
+    assert {s.text for s in names} == {f"Sample {name}" for name in expected}

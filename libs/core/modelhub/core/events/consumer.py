@@ -16,7 +16,9 @@ commits, then the messages are acked.
 - Undecodable message: dead-lettered at once, with the error; it never blocks the stream.
 
 Pull requests expire (`fetch_timeout`) and are issued again, so a consumer resumes by itself after a
-NATS restart. Events of types without a handler are acknowledged and skipped.
+NATS restart. Events of types without a handler are acknowledged and skipped. Optionally (`ConsumerSettings`),
+a pull under a backlog may wait longer to fill its batch, and `run` pulls the next batch while one is applied;
+neither changes what is applied or when it is acknowledged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client
@@ -72,24 +74,42 @@ class _HandlerFailed(Exception):
     """A handler raised on the fast path; the batch is redone one savepoint per message."""
 
 
+@dataclass
+class _Batch:
+    """One fetched batch, decoded and sorted, not applied yet."""
+
+    messages: list[Msg]
+    decoded: list[tuple[Msg, ReceivedEvent]] = field(default_factory=list)
+    skipped: list[tuple[Msg, ConsumerOutcome]] = field(default_factory=list)
+    poison: list[tuple[Msg, str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ConsumerSettings:
     """How a consumer pulls.
 
     A pull request returns when batch_size messages are there or when it expires after fetch_timeout,
     with what it has: fetch_timeout bounds the delay a lone event waits for its batch to fill, at the
-    cost of one pull request per fetch_timeout while idle. ack_wait must exceed the time one batch can
+    cost of one pull request per fetch_timeout while idle. A pull made while the stream is known to hold more
+    messages (the previous batch's last message said so) waits up to backlog_fetch_timeout instead, when set:
+    such a pull still ends as soon as its batch is full or the server has no more messages for it, so the longer
+    limit only keeps a backlog from being cut into small batches (one transaction each) while the client is
+    still reading the messages off the connection. ack_wait must exceed the time one batch can
     take to apply. max_ack_pending (JetStream's limit of delivered, unacknowledged messages) caps what one
     fetch can return: keep it at least batch_size. It is set when the durable consumer is created; an existing
-    durable consumer keeps the limit it was created with.
+    durable consumer keeps the limit it was created with. prefetch: see `IdempotentConsumer.run` (a
+    prefetching consumer has up to two batches delivered and unacknowledged: max_ack_pending at least twice
+    batch_size lets the second pull fill).
     """
 
     batch_size: int = 200
     fetch_timeout: float = 0.1
+    backlog_fetch_timeout: float | None = None
     ack_wait: float = 30.0
     max_deliver: int = 5
     retry_delay: float = 1.0
     max_ack_pending: int = 1000
+    prefetch: bool = False
 
 
 class IdempotentConsumer:
@@ -130,6 +150,7 @@ class IdempotentConsumer:
         self.settings = settings or ConsumerSettings()
         self._js: JetStreamContext = nc.jetstream()
         self._subscription: JetStreamContext.PullSubscription | None = None
+        self._backlog = False  # the last batch said more messages were waiting
 
     async def setup(self, *, replicas: int = 1) -> None:
         """Create the dead-letter stream (`replicas` copies) and the durable consumer (idempotent)."""
@@ -162,41 +183,52 @@ class IdempotentConsumer:
 
     async def process_batch(self) -> int:
         """Fetch and handle one batch; returns the number of messages fetched (0 if none came in time)."""
+        batch = await self._fetch()
+        if batch is None:
+            return 0
+        await self._handle(batch)
+        return len(batch.messages)
+
+    async def _fetch(self) -> _Batch | None:
+        """Pull one batch and decode it (no effect yet: until handled, its messages are merely in flight)."""
         if self._subscription is None:
             await self._subscribe()
         assert self._subscription is not None
+        timeout = self.settings.fetch_timeout
+        if self._backlog and self.settings.backlog_fetch_timeout is not None:
+            timeout = self.settings.backlog_fetch_timeout
+        self._backlog = False
         try:
-            messages = await self._subscription.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
+            messages = await self._subscription.fetch(self.settings.batch_size, timeout=timeout)
         except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when the pull's reply is late
-            return 0
+            return None
         if not messages:
-            return 0
-        await self._handle(messages)
+            return None
         pending = messages[-1].metadata.num_pending
+        self._backlog = pending > 0
         metrics.CONSUMER_LAG.labels(self.name).set(pending)
-        return len(messages)
-
-    async def _handle(self, messages: list[Msg]) -> None:
+        batch = _Batch(messages)
         for msg in messages:
             if msg.metadata.num_delivered > 1:
                 metrics.CONSUMER_REDELIVERIES.labels(self.name).inc()
-        decoded: list[tuple[Msg, ReceivedEvent]] = []
-        outcomes: list[tuple[Msg, ConsumerOutcome]] = []
-        poison: list[tuple[Msg, str]] = []
-        for msg in messages:
             if msg.metadata.num_delivered > self.settings.max_deliver:
                 # Every earlier delivery ended without a verdict: the consumer died or timed out applying it.
-                poison.append((msg, f"delivered {msg.metadata.num_delivered} times without being applied"))
+                batch.poison.append((msg, f"delivered {msg.metadata.num_delivered} times without being applied"))
                 continue
             try:
                 event = self._decode(msg)
             except (DecodeError, UndecodableEvent, UnknownEventType) as error:
-                poison.append((msg, f"undecodable event: {error}"))
+                batch.poison.append((msg, f"undecodable event: {error}"))
                 continue
             if event is None:
-                outcomes.append((msg, "skipped"))
+                batch.skipped.append((msg, "skipped"))
             else:
-                decoded.append((msg, event))
+                batch.decoded.append((msg, event))
+        return batch
+
+    async def _handle(self, batch: _Batch) -> None:
+        decoded, poison = batch.decoded, list(batch.poison)
+        outcomes = list(batch.skipped)
         failed: list[tuple[Msg, str]] = []
         try:
             outcomes += await self._apply_batch(decoded)
@@ -223,9 +255,9 @@ class IdempotentConsumer:
             return []
         outcomes: list[tuple[Msg, ConsumerOutcome]] = []
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                _CLAIM_MANY, {"consumer": self.name, "ids": [event.event_id for _, event in batch]}
-            )
+            # One uuid[] literal: PostgreSQL parses it faster than psycopg adapts a list of UUIDs element by element.
+            ids = "{" + ",".join(event.event_id.hex for _, event in batch) + "}"
+            result = await conn.execute(_CLAIM_MANY, {"consumer": self.name, "ids": ids})
             claimed = set(result.scalars())
             new: list[ReceivedEvent] = []
             for msg, event in batch:
@@ -327,18 +359,53 @@ class IdempotentConsumer:
         await self.run(stop, max_backoff=max_backoff)
 
     async def run(self, stop: asyncio.Event, *, max_backoff: float = 5.0) -> None:
-        """Consume until `stop` is set, riding out NATS and Postgres outages with capped backoff."""
+        """Consume until `stop` is set, riding out NATS and Postgres outages with capped backoff.
+
+        With `settings.prefetch`, while a batch is applied the next one is already pulled and decoded when the
+        stream holds more (a backlog): reading and decoding overlap the handler's waits on the database and
+        the index. A prefetched batch has had no effect: one left over at a stop is nak'ed, so JetStream
+        redelivers it at once; after an error (or a pull cut short) its messages come back after ack_wait, as
+        after a crash, so an outage does not spend their deliveries faster than without prefetching."""
         backoff = 0.1
-        while not stop.is_set():
-            try:
-                await self.process_batch()
-                backoff = 0.1
-            except Exception as error:
-                log.warning("consumer %s: %r; retrying in %.1fs", self.name, error, backoff)
-                await self._drop_subscription()  # pull again on a fresh subscription
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, max_backoff)
+        ahead: asyncio.Task[_Batch | None] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if ahead is not None:
+                        batch, ahead = await ahead, None
+                    else:
+                        batch = await self._fetch()
+                    if batch is None:
+                        continue
+                    if self.settings.prefetch and self._backlog:
+                        ahead = asyncio.create_task(self._fetch())
+                    await self._handle(batch)
+                    backoff = 0.1
+                except Exception as error:
+                    await self._abandon(ahead, nak=False)
+                    ahead = None
+                    log.warning("consumer %s: %r; retrying in %.1fs", self.name, error, backoff)
+                    await self._drop_subscription()  # pull again on a fresh subscription
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, max_backoff)
+        finally:
+            await self._abandon(ahead, nak=True)
+
+    @staticmethod
+    async def _abandon(ahead: asyncio.Task[_Batch | None] | None, *, nak: bool) -> None:
+        """Drop a prefetched batch unapplied; with `nak`, ask for its redelivery now rather than after ack_wait."""
+        if ahead is None:
+            return
+        ahead.cancel()
+        await asyncio.wait([ahead])  # never raises the task's own error or cancellation
+        if ahead.cancelled() or ahead.exception() is not None:
+            return  # cut short, or the pull failed: what it got comes back after ack_wait
+        batch = ahead.result()
+        if nak and batch is not None:
+            for msg in batch.messages:
+                with contextlib.suppress(Exception):  # the connection may be gone: then after ack_wait
+                    await msg.nak()
 
 
 def _one_at_a_time(handlers: dict[str, Handler]) -> BatchHandler:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import total_ordering
+from functools import cached_property, total_ordering
 
 from google.protobuf.message import Message
 from uuid_utils.compat import uuid7
@@ -88,7 +88,7 @@ class ReceivedEvent:
     payload: Message
     headers: Mapping[str, str] = field(default_factory=dict)  # the NATS headers, trace context among them
 
-    @property
+    @cached_property
     def event_id(self) -> uuid.UUID:
         return uuid.UUID(self.envelope.event_id)
 

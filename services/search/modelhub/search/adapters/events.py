@@ -7,7 +7,7 @@ Only this module (and the entrypoints) know the protobuf payloads; the rest of t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,13 +40,19 @@ class InvalidCatalogEvent(ValueError):
     """The event breaks its contract (e.g. no id); retried, then dead-lettered with this message."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    # What Timestamp.ToDatetime(tzinfo=UTC) returns, without its generic conversions (once per document).
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def _distinct(values: Iterable[str]) -> tuple[str, ...]:
     """Non-empty values, first occurrence kept, in order."""
-    return tuple(dict.fromkeys(v for v in values if v))
+    distinct = dict.fromkeys(values)  # iterates a protobuf repeated field in C
+    distinct.pop("", None)
+    return tuple(distinct)
 
 
 def model_document(
@@ -57,8 +63,20 @@ def model_document(
 ) -> ModelDocument:
     """The document of a published model: its public versions' base models, trigger words, file formats and
     hashes (upper-case, every kind), and its counts per period (none until the first stats event)."""
+    # Each protobuf field is read once into plain Python values: reading a field builds a new Python object.
     versions = [v for v in snapshot.versions if v.status == PUBLISHED]
-    files = [f for v in versions for f in v.files]
+    trained_words: list[str] = []
+    base_models: list[str] = []
+    version_ids: list[str] = []
+    formats: list[str] = []
+    hashes: list[str] = []
+    for v in versions:
+        trained_words.extend(v.trained_words)
+        base_models.append(v.base_model)
+        version_ids.append(v.model_version_id)
+        for f in v.files:
+            formats.append(f.format)
+            hashes.extend(h.value.upper() for h in f.hashes)
     license_ = snapshot.license
     return ModelDocument(
         model_id=snapshot.model_id,
@@ -66,12 +84,12 @@ def model_document(
         description=snapshot.description,
         type=snapshot.type,
         tags=_distinct(snapshot.tags),
-        trained_words=_distinct(w for v in versions for w in v.trained_words),
+        trained_words=_distinct(trained_words),
         creator_user_id=snapshot.creator_user_id,
         creator_username=snapshot.creator_username,
-        base_models=_distinct(v.base_model for v in versions),
-        file_formats=_distinct(f.format for f in files),
-        hashes=_distinct(h.value.upper() for f in files for h in f.hashes),
+        base_models=_distinct(base_models),
+        file_formats=_distinct(formats),
+        hashes=_distinct(hashes),
         allow_no_credit=license_.allow_no_credit,
         allow_commercial_use=_distinct(license_.allow_commercial_use),
         allow_derivatives=license_.allow_derivatives,
@@ -80,7 +98,7 @@ def model_document(
         status=snapshot.status,
         created_at=_time(snapshot.created_at),
         published_at=_time(snapshot.published_at) if snapshot.HasField("published_at") else None,
-        version_ids=_distinct(v.model_version_id for v in versions),
+        version_ids=_distinct(version_ids),
         stats=period_stats(stats) if stats is not None else {},
         model_stream_version=version,
         stats_stream_version=stats_version if stats is not None else 0,

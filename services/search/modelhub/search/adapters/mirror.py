@@ -22,11 +22,12 @@ rebuild's final step takes it exclusively, which waits for writers in flight and
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,6 +43,7 @@ from modelhub.search.adapters.events import (
     image_document,
     model_document,
 )
+from modelhub.search.adapters.pg_arrays import bool_array, bytea_array, int_array, text_array, uuid_array
 from modelhub.search.domain.documents import ImageDocument, ModelDocument
 
 INDEX_WRITES_LOCK = "search:index-writes"
@@ -76,6 +78,25 @@ class MirrorRow:
     payload: bytes
     public: bool
     event_id: uuid.UUID
+    decoded: Message | None = field(default=None, compare=False, repr=False)
+    """The payload already decoded (and upcast) by the consumer, if at hand: building a document from the row
+    at this version then skips decoding its bytes again."""
+
+
+Decoded = Mapping[tuple[Table, str, int], Message]
+"""Payloads already decoded, by (table, item, version)."""
+
+
+def decoded_payloads(rows: Iterable[MirrorRow], changed: Mapping[Table, set[str]]) -> Decoded:
+    """The decoded payloads of the rows that `Mirror.put` just wrote (`changed`: what it returned), by
+    (table, item, version): the mirror holds exactly these payloads at these versions until the transaction
+    ends (the item's lock is held), so a document built from them equals one built from the stored bytes. Of
+    several rows of one item, the one written is the first of the highest version, as in `put`."""
+    decoded: dict[tuple[Table, str, int], Message] = {}
+    for r in rows:
+        if r.decoded is not None and r.key in changed[r.table]:
+            decoded.setdefault((r.table, r.key, r.version), r.decoded)
+    return decoded
 
 
 @dataclass(frozen=True)
@@ -117,6 +138,7 @@ def mirror_row(event: ReceivedEvent) -> MirrorRow:
         payload=event.envelope.payload,
         public=public,
         event_id=event.event_id,
+        decoded=payload,
     )
 
 
@@ -181,6 +203,9 @@ _CHANGED_MODELS = text(
 _CHANGED_IMAGES = text("SELECT image_id FROM mirror_images WHERE tx >= CAST(:horizon AS xid8)")
 
 
+_NOTHING_DECODED: Decoded = {}
+
+
 class Mirror:
     """Reads and writes the mirror tables on the caller's connection (and so in the caller's transaction)."""
 
@@ -197,7 +222,7 @@ class Mirror:
         """Lock these models, in id order, until the transaction ends (waits for writers holding any of them)."""
         ids = sorted(set(model_ids))
         if ids:
-            await conn.execute(_LOCK_MODELS, {"ids": ids})
+            await conn.execute(_LOCK_MODELS, {"ids": text_array(ids)})
 
     @staticmethod
     async def put(conn: AsyncConnection, rows: Iterable[MirrorRow]) -> dict[Table, set[str]]:
@@ -218,39 +243,45 @@ class Mirror:
             result = await conn.execute(
                 _PUT[table],
                 {
-                    "keys": [r.key for r in batch],
-                    "versions": [r.version for r in batch],
-                    "schemas": [r.schema_version for r in batch],
-                    "payloads": [r.payload for r in batch],
-                    "publics": [r.public for r in batch],
-                    "event_ids": [r.event_id for r in batch],
+                    "keys": text_array(r.key for r in batch),
+                    "versions": int_array(r.version for r in batch),
+                    "schemas": int_array(r.schema_version for r in batch),
+                    "payloads": bytea_array(r.payload for r in batch),
+                    "publics": bool_array(r.public for r in batch),
+                    "event_ids": uuid_array(r.event_id for r in batch),
                 },
             )
             changed[table].update(result.scalars())
         return changed
 
-    async def documents(self, conn: AsyncConnection, model_ids: Iterable[str], image_ids: Iterable[str]) -> Documents:
+    async def documents(
+        self, conn: AsyncConnection, model_ids: Iterable[str], image_ids: Iterable[str], decoded: Decoded | None = None
+    ) -> Documents:
         """What the index must hold for these items, from the mirror: a document for each public one, a delete
-        for the others (including models whose snapshot has not arrived: only their stats are known)."""
+        for the others (including models whose snapshot has not arrived: only their stats are known).
+
+        `decoded` holds payloads at hand (the consumer's batch): a mirror row at one of those versions is built
+        from it instead of decoding the row's bytes again."""
+        known = decoded or _NOTHING_DECODED
         model_ids, image_ids = sorted(set(model_ids)), sorted(set(image_ids))
         docs = Documents([], [], [], [])
         if model_ids:
-            rows = (await conn.execute(_MODELS_BY_ID, {"ids": model_ids})).all()
+            rows = (await conn.execute(_MODELS_BY_ID, {"ids": text_array(model_ids)})).all()
             found = set()
             for row in rows:
                 found.add(row.model_id)
                 if row.public:
-                    docs.models.append(self._model(row))
+                    docs.models.append(self._model(row, known))
                 else:
                     docs.deleted_models.append(row.model_id)
             docs.deleted_models.extend(m for m in model_ids if m not in found)
         if image_ids:
-            rows = (await conn.execute(_IMAGES_BY_ID, {"ids": image_ids})).all()
+            rows = (await conn.execute(_IMAGES_BY_ID, {"ids": text_array(image_ids)})).all()
             found = set()
             for row in rows:
                 found.add(row.image_id)
                 if row.public:
-                    docs.images.append(self._image(row))
+                    docs.images.append(self._image(row, known))
                 else:
                     docs.deleted_images.append(row.image_id)
             docs.deleted_images.extend(i for i in image_ids if i not in found)
@@ -290,16 +321,22 @@ class Mirror:
         images = list((await conn.execute(_CHANGED_IMAGES, params)).scalars())
         return models, images
 
-    def _model(self, row: Row[Any]) -> ModelDocument:
-        snapshot = self.registry.decode(MODEL_SNAPSHOT, row.schema_version, row.payload)
+    def _model(self, row: Row[Any], known: Decoded = _NOTHING_DECODED) -> ModelDocument:
+        snapshot = known.get((Table.MODELS, row.model_id, row.version))
+        if snapshot is None:
+            snapshot = self.registry.decode(MODEL_SNAPSHOT, row.schema_version, row.payload)
         assert isinstance(snapshot, catalog_pb2.CatalogModelSnapshot)
-        if row.s_payload is None:  # no stats event yet
+        if row.s_version is None:  # no stats event yet
             return model_document(snapshot, row.version)
-        stats = self.registry.decode(MODEL_STATS_UPDATED, row.s_schema_version, row.s_payload)
+        stats = known.get((Table.MODEL_STATS, row.model_id, row.s_version))
+        if stats is None:
+            stats = self.registry.decode(MODEL_STATS_UPDATED, row.s_schema_version, row.s_payload)
         assert isinstance(stats, catalog_pb2.CatalogModelStatsUpdated)
         return model_document(snapshot, row.version, stats, row.s_version)
 
-    def _image(self, row: Row[Any]) -> ImageDocument:
-        snapshot = self.registry.decode(IMAGE_SNAPSHOT, row.schema_version, row.payload)
+    def _image(self, row: Row[Any], known: Decoded = _NOTHING_DECODED) -> ImageDocument:
+        snapshot = known.get((Table.IMAGES, row.image_id, row.version))
+        if snapshot is None:
+            snapshot = self.registry.decode(IMAGE_SNAPSHOT, row.schema_version, row.payload)
         assert isinstance(snapshot, catalog_pb2.CatalogImageSnapshot)
         return image_document(snapshot, row.version)

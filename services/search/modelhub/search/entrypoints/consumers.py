@@ -65,12 +65,21 @@ def build_catalog_consumer(
     )
 
 
+BACKLOG_FETCH_TIMEOUT = 0.5
+"""How long a pull may take to fill its batch while a backlog is known to wait: thousands of events take longer
+than the idle pull's 50 ms to be read off the connection, and every batch costs an index commit. Such a pull
+ends as soon as the server has no more, so this never delays a lone event."""
+
+
 def consumer_settings(settings: SearchSettings) -> ConsumerSettings:
-    """One fetch returns up to consumer_batch_size events: JetStream must allow that many unacknowledged (twice,
-    for messages nak'ed with a delay that still count against the limit)."""
+    """One fetch returns up to consumer_batch_size events: JetStream must allow that many unacknowledged, twice
+    over: under a backlog the next batch is pulled (prefetched) while one is applied, and messages nak'ed with a
+    delay still count against the limit (a pull then returns fewer, never none for long)."""
     return ConsumerSettings(
         batch_size=settings.consumer_batch_size,
         fetch_timeout=settings.consumer_fetch_timeout_seconds,
+        backlog_fetch_timeout=BACKLOG_FETCH_TIMEOUT,
+        prefetch=True,
         max_ack_pending=max(1000, 2 * settings.consumer_batch_size),
     )
 
