@@ -89,6 +89,67 @@ def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.Mon
     assert reason(expired) == "TOKEN_EXPIRED"
 
 
+class CountingDecode:
+    """jwt.decode, counting its calls (each one is a full check of the token)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._decode = jwt.decode
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return self._decode(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_cache_ends_exactly_where_pyjwt_would_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    verifier = TokenVerifier(SECRET, leeway_seconds=5)
+    token = issue_token("u", key=SECRET, expires_in=60)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert verifier.verify(token).id == "u"
+    decode = CountingDecode()
+    monkeypatch.setattr(jwt, "decode", decode)
+    monkeypatch.setattr(time, "time", lambda: exp + 5 - 0.001)
+    assert verifier.verify(token).id == "u"
+    assert decode.calls == 0
+    monkeypatch.setattr(time, "time", lambda: exp + 5)  # PyJWT: expired once now >= exp + leeway
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: (_ for _ in ()).throw(jwt.ExpiredSignatureError()))
+    with pytest.raises(Unauthenticated) as expired:
+        verifier.verify(token)
+    assert reason(expired) == "TOKEN_EXPIRED"
+    with pytest.raises(Unauthenticated):  # and it is not remembered as valid again
+        verifier.verify(token)
+
+
+def test_different_tokens_are_remembered_apart() -> None:
+    verifier = TokenVerifier(SECRET)
+    user = issue_token("u-1", ["user"], key=SECRET)
+    admin = issue_token("u-2", ["admin"], key=SECRET)
+    same_subject_more_roles = issue_token("u-1", ["user", "moderator"], key=SECRET, expires_in=7200)
+    for _ in range(2):  # the second round answers from the cache
+        assert verifier.verify(user) == Principal("u-1", frozenset({"user"}))
+        assert verifier.verify(admin) == Principal("u-2", frozenset({"admin"}))
+        assert verifier.verify(same_subject_more_roles) == Principal("u-1", frozenset({"user", "moderator"}))
+
+
+def test_refused_tokens_are_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(SECRET)
+    good = issue_token("u", key=SECRET)
+    assert verifier.verify(good).id == "u"
+    forged = issue_token("u", key="another-secret-of-at-least-thirty-two-bytes")
+    tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")  # a cached token with its signature changed
+    decode = CountingDecode()
+    monkeypatch.setattr(jwt, "decode", decode)
+    for _ in range(2):
+        for bad in (forged, tampered, good + "x", issue_token("u", key=SECRET, expires_in=-60)):
+            with pytest.raises(Unauthenticated):
+                verifier.verify(bad)
+    assert decode.calls == 8  # every refusal was a full check, none answered from the cache
+    assert verifier.verify(good).id == "u"  # refusals did not evict or poison the valid token
+    assert decode.calls == 8
+
+
 @pytest.mark.parametrize("missing", ["exp", "sub"])
 def test_exp_and_sub_are_required(missing: str) -> None:
     claims = {"sub": "u", "exp": 4_000_000_000, "roles": ["user"]}

@@ -37,9 +37,9 @@ from modelhub.core.errors import (
     StreamVersionConflict,
     Unauthenticated,
 )
-from modelhub.core.grpc.auth import current_principal, issue_token
+from modelhub.core.grpc.auth import TokenVerifier, current_principal, issue_token
+from modelhub.core.grpc.calls import CallInterceptor
 from modelhub.core.grpc.errors import error_details
-from modelhub.core.grpc.interceptors import DeadlineInterceptor
 from modelhub.core.grpc.registration import add_service
 from modelhub.core.grpc.server import GrpcServer, ServiceRegistration
 from modelhub.devstack.ports import free_port
@@ -403,13 +403,16 @@ async def test_sigterm_stops_a_real_process_gracefully(tmp_path: Path) -> None:
 
 
 class ExpiredContext:
-    """Just what DeadlineInterceptor's scope touches, for a call whose deadline already passed."""
+    """Just what the call wrapper touches for a call whose deadline already passed."""
 
     def __init__(self) -> None:
         self.aborted: tuple[grpc.StatusCode, str] | None = None
 
     def time_remaining(self) -> float:
         return -0.5
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.aborted[0] if self.aborted else None
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         self.aborted = (code, details)
@@ -418,14 +421,76 @@ class ExpiredContext:
 
 async def test_calls_arriving_after_their_deadline_do_not_run() -> None:
     details: Any = SimpleNamespace(method=ECHO, invocation_metadata=())
-    context = ExpiredContext()
     ran = False
+
+    async def behavior(request: Any, context: Any) -> testing_pb2.EchoResponse:
+        nonlocal ran
+        ran = True
+        return testing_pb2.EchoResponse()
+
+    async def continuation(_: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(behavior)
+
+    handler = await CallInterceptor(TokenVerifier(SECRET)).intercept_service(continuation, details)
+    context = ExpiredContext()
     with pytest.raises(grpc.aio.AbortError):
-        async with DeadlineInterceptor().scope_for(details)(context):  # type: ignore[arg-type]
-            ran = True
+        await handler.unary_unary(testing_pb2.EchoRequest(), context)
     assert not ran
     assert context.aborted is not None
     assert context.aborted[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class StreamContext:
+    """Just what the call wrapper touches for a server-streaming call with a bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = bearer(token)
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def time_remaining(self) -> None:
+        return None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str]]:
+        return self.metadata
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.aborted[0] if self.aborted else None
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+async def test_server_streaming_handlers_get_the_principal_and_their_errors_mapped() -> None:
+    """The call wrapper around an async generator: the caller is known while it yields, a DomainError raised
+    mid-stream ends the call with its status, and the duration is recorded under that status."""
+    method = f"/{SERVICE}/Stream"
+
+    async def behavior(request: Any, context: Any) -> AsyncIterator[str]:
+        principal = current_principal()
+        yield principal.id if principal else "anonymous"
+        raise NotFound("no second item")
+
+    async def continuation(_: Any) -> Any:
+        return grpc.unary_stream_rpc_method_handler(behavior)
+
+    details: Any = SimpleNamespace(method=method, invocation_metadata=())
+    handler = await CallInterceptor(TokenVerifier(SECRET)).intercept_service(continuation, details)
+    labels = {"service": SERVICE, "method": "Stream", "code": "NOT_FOUND"}
+    before = REGISTRY.get_sample_value("modelhub_rpc_server_duration_seconds_count", labels) or 0.0
+    context = StreamContext(user_token())
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for item in handler.unary_stream(testing_pb2.EchoRequest(), context):
+            received.append(item)
+
+    with pytest.raises(grpc.aio.AbortError):
+        await consume()
+    assert received == ["u-1"]
+    assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.NOT_FOUND
+    assert current_principal() is None
+    assert REGISTRY.get_sample_value("modelhub_rpc_server_duration_seconds_count", labels) == before + 1
 
 
 async def test_metrics_endpoint_follows_the_server() -> None:

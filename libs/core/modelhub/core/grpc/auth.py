@@ -1,25 +1,24 @@
 """Bearer-JWT authentication for gRPC servers, and the caller's identity for handlers.
 
-`AuthInterceptor` reads `authorization: Bearer <jwt>` metadata, verifies the token with PyJWT (`exp` and
-`sub` required; `aud`/`iss` checked when configured) and makes the caller's `Principal` available to the
-handler through `current_principal()` / `require_principal()`. Health checks and reflection need no token;
-methods declared public accept anonymous callers (principal None) but still reject a bad token.
+`Authenticator` (run by the server's `CallInterceptor` around every call) reads `authorization: Bearer <jwt>`
+metadata, verifies the token with PyJWT (`exp` and `sub` required; `aud`/`iss` checked when configured) and
+makes the caller's `Principal` available to the handler through `current_principal()` / `require_principal()`.
+Health checks and reflection need no token; methods declared public accept anonymous callers (principal None)
+but still reject a bad token.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
-import grpc
 import jwt
 
 from modelhub.core.errors import PermissionDenied, Unauthenticated
-from modelhub.core.grpc.interceptors import Scope, ScopedInterceptor, ServicerContext
 
 if TYPE_CHECKING:
     from modelhub.core.config import ServiceSettings
@@ -157,10 +156,10 @@ class TokenVerifier:
 
         A token verified before answers from a cache until it expires (`exp` + leeway): clients send the
         same token with every call, and checking its signature again each time is a large share of a
-        short call's CPU."""
+        short call's CPU. The key is the exact token string; a token that fails is never remembered."""
         cached = self._verified.get(token)
         if cached is not None:
-            if time.time() <= cached[1]:
+            if time.time() < cached[1]:  # PyJWT: valid while now < exp + leeway
                 return cached[0]
             del self._verified[token]
         principal, expires = self._verify(token)
@@ -222,37 +221,37 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-class AuthInterceptor(ScopedInterceptor):
-    """Authenticates every call except health checks, reflection and anonymous calls to public methods.
-
-    Must run inside `ErrorMappingInterceptor` (later in the interceptor list): it raises Unauthenticated.
+class Authenticator:
+    """Who calls each method: nobody for health checks and reflection (exempt), the token's principal
+    otherwise; methods declared public accept anonymous callers (principal None) but still reject a bad token.
     """
 
     def __init__(self, verifier: TokenVerifier, public_methods: Collection[str] = ()):
         self._verifier = verifier
         self._public = frozenset(public_methods)
 
-    def scope_for(self, details: grpc.HandlerCallDetails) -> Scope | None:
-        """Nothing for exempt methods; otherwise verify the token and publish the principal."""
-        method = details.method
-        if method.startswith(EXEMPT_PREFIXES):
-            return None
-        public = method in self._public
-        verifier = self._verifier
+    def exempt(self, method: str) -> bool:
+        """True for methods that never need credentials (probes and tooling)."""
+        return method.startswith(EXEMPT_PREFIXES)
 
-        @asynccontextmanager
-        async def scope(context: ServicerContext) -> AsyncIterator[None]:
-            token = bearer_token(context.invocation_metadata())
-            if token is None and not public:
-                raise Unauthenticated(
-                    f"{method} needs credentials: send 'authorization: Bearer <token>' metadata",
-                    reason="CREDENTIALS_MISSING",
-                )
-            principal = None if token is None else verifier.verify(token)
-            reset = _principal.set(principal)
-            try:
-                yield
-            finally:
-                _principal.reset(reset)
+    def principal(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal | None:
+        """The caller of `method` the call's metadata names; raises Unauthenticated saying what is wrong."""
+        token = bearer_token(metadata)
+        if token is None:
+            if method in self._public:
+                return None
+            raise Unauthenticated(
+                f"{method} needs credentials: send 'authorization: Bearer <token>' metadata",
+                reason="CREDENTIALS_MISSING",
+            )
+        return self._verifier.verify(token)
 
-        return scope
+    @staticmethod
+    def act_as(principal: Principal | None) -> Token[Principal | None]:
+        """Make `principal` the current caller (`current_principal()`) until `Authenticator.reset(token)`."""
+        return _principal.set(principal)
+
+    @staticmethod
+    def reset(token: Token[Principal | None]) -> None:
+        """Undo `act_as`."""
+        _principal.reset(token)

@@ -1,18 +1,17 @@
 """The one place where domain errors become gRPC statuses, and where clients read them back.
 
-Servicers raise `modelhub.core.errors.DomainError` subclasses; `ErrorMappingInterceptor` turns them into a
-status code plus rich details (google.rpc.Status carrying an ErrorInfo, and a BadRequest listing the field
-violations of an InvalidArgument), sent in the `grpc-status-details-bin` trailer. Any other exception
-becomes INTERNAL with a generic message and a reference; its traceback goes to the log, never to the client.
-`error_details()` decodes it all again on the client side.
+Servicers raise `modelhub.core.errors.DomainError` subclasses; `abort_for` (run around every call by the server's
+`CallInterceptor`) turns them into a status code plus rich details (google.rpc.Status carrying an ErrorInfo, and
+a BadRequest listing the field violations of an InvalidArgument), sent in the `grpc-status-details-bin` trailer.
+Any other exception becomes INTERNAL with a generic message and a reference; its traceback goes to the log, never
+to the client. `error_details()` decodes it all again on the client side.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -32,7 +31,7 @@ from modelhub.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from modelhub.core.grpc.interceptors import Scope, ScopedInterceptor, ServicerContext
+from modelhub.core.grpc.interceptors import ServicerContext
 
 logger = logging.getLogger(__name__)
 
@@ -101,33 +100,19 @@ def internal_status(reference: str) -> status_pb2.Status:
     return status
 
 
-class ErrorMappingInterceptor(ScopedInterceptor):
-    """Turns exceptions leaving a handler into statuses: DomainError -> its code, anything else -> INTERNAL.
+async def abort_for(context: ServicerContext, method: str, error: Exception) -> NoReturn:
+    """End the call `error` left: a DomainError with its code and details, NotImplementedError as
+    UNIMPLEMENTED, anything else as INTERNAL with a reference (its traceback goes to the log, not the client).
 
-    Calls the handler aborted itself (`context.abort`) and cancellations pass through untouched.
-    """
-
-    def scope_for(self, details: grpc.HandlerCallDetails) -> Scope:
-        """Map the call's exceptions."""
-        method = details.method
-
-        @asynccontextmanager
-        async def scope(context: ServicerContext) -> AsyncIterator[None]:
-            try:
-                yield
-            except grpc.aio.AbortError:
-                raise
-            except DomainError as error:
-                logger.debug("%s failed: %s: %s", method, error.reason, error.message)
-                await abort_with_status(context, to_rpc_status(error))
-            except NotImplementedError:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-            except Exception:
-                reference = uuid.uuid4().hex[:16]
-                logger.exception("unexpected error in %s (reference %s)", method, reference)
-                await abort_with_status(context, internal_status(reference))
-
-        return scope
+    Calls the handler aborted itself (`grpc.aio.AbortError`) and cancellations are the caller's to pass on."""
+    if isinstance(error, DomainError):
+        logger.debug("%s failed: %s: %s", method, error.reason, error.message)
+        await abort_with_status(context, to_rpc_status(error))
+    if isinstance(error, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+    reference = uuid.uuid4().hex[:16]
+    logger.error("unexpected error in %s (reference %s)", method, reference, exc_info=error)
+    await abort_with_status(context, internal_status(reference))
 
 
 @dataclass(frozen=True)

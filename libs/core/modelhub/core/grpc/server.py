@@ -6,8 +6,9 @@
     server = GrpcServer(settings, [service], public_methods={"/modelhub.ledger.v1.LedgerService/GetRules"})
     await server.serve()  # start; on SIGTERM/SIGINT stop gracefully; return once stopped
 
-Interceptors, outermost first: OpenTelemetry (a server span per call, continuing the caller's trace),
-Prometheus latency, deadline check, error mapping (servicers just raise DomainError), authentication.
+Interceptors, outermost first: OpenTelemetry (a server span per call, continuing the caller's trace), then
+`CallInterceptor`: Prometheus latency, deadline check, error mapping (servicers just raise DomainError) and
+authentication in one wrapper.
 Handlers are coroutines; server-streaming handlers are async generators (`yield` responses, not
 `context.write`, which the tracing interceptor does not support).
 """
@@ -26,13 +27,13 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.trace import TracerProvider
 
 from modelhub.core.config import ServiceSettings
-from modelhub.core.grpc.auth import AuthInterceptor, TokenVerifier
-from modelhub.core.grpc.errors import ErrorMappingInterceptor
-from modelhub.core.grpc.interceptors import DeadlineInterceptor, RpcMetricsInterceptor
+from modelhub.core.grpc.auth import TokenVerifier
+from modelhub.core.grpc.calls import CallInterceptor
+from modelhub.core.grpc.tracing import TracingInterceptor
 from modelhub.core.telemetry.metrics import MetricsServer, start_metrics_server
 
 logger = logging.getLogger(__name__)
@@ -62,15 +63,17 @@ class GrpcServer:
         verifier: TokenVerifier | None = None,
         extra_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        tracer_provider: TracerProvider | None = None,
     ):
         """`public_methods` ("/pkg.v1.Service/Method") accept anonymous callers; `extra_interceptors` run
-        innermost, after authentication."""
+        innermost, after authentication; server spans go to `tracer_provider` (default: the global one)."""
         self._settings = settings
         self._services = list(services)
         self._public_methods = frozenset(public_methods)
         self._verifier = verifier or TokenVerifier.from_settings(settings)
         self._extra_interceptors = list(extra_interceptors)
         self._options = list(options)
+        self._tracer_provider = tracer_provider
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
         self._port: int | None = None
@@ -92,11 +95,8 @@ class GrpcServer:
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
         return [
-            aio_server_interceptor(filter_=negate(health_check())),  # type: ignore[no-untyped-call]
-            RpcMetricsInterceptor(),
-            DeadlineInterceptor(),
-            ErrorMappingInterceptor(),
-            AuthInterceptor(self._verifier, self._public_methods),
+            TracingInterceptor(negate(health_check()), tracer_provider=self._tracer_provider),
+            CallInterceptor(self._verifier, self._public_methods),
             *self._extra_interceptors,
         ]
 
