@@ -58,6 +58,17 @@ def test_a_model_document_holds_what_its_public_versions_say() -> None:
     assert doc.stats == {}
 
 
+def test_an_auto_v3_hash_is_also_indexed_in_the_short_form_a1111_writes() -> None:
+    auto_v3 = "5e6f7a8b9c0d" + "1" * 52
+    snapshot = model_snapshot("m1", sha256="AB" * 32)
+    snapshot.versions[0].files[0].hashes.append(catalog_pb2.CatalogFileHash(kind="AutoV3", value=auto_v3))
+    snapshot.versions[0].files[0].hashes.append(catalog_pb2.CatalogFileHash(kind="AutoV2", value="ABCDEF012345"[:10]))
+
+    doc = model_document(snapshot, 1)
+
+    assert set(doc.hashes) == {"AB" * 32, auto_v3.upper(), "5E6F7A8B9C0D", "ABCDEF0123"}
+
+
 def test_stats_are_counted_per_period_and_raise_the_version() -> None:
     stats = model_stats("m1", downloads=10, thumbs_up=3, thumbs_down=1, favorites=2)
     stats.periods.add(period="Decade", downloads=99)  # a period a newer catalog may add: ignored

@@ -104,10 +104,12 @@ async def test_case_and_diacritics_do_not_matter(index: SearchIndex) -> None:
 
 async def test_a_hash_typed_as_text_finds_its_model(index: SearchIndex) -> None:
     sha256 = "7F3A" * 16
-    await load(index, [model("m", "Some Model", hashes=(sha256, "0A1B2C3D4E")), model("other", "Other")])
+    auto_v3_short = "5E6F7A8B9C0D"  # A1111's form of an AutoV3 ("Lora hashes"); the mapping indexes it
+    await load(index, [model("m", "Some Model", hashes=(sha256, "0A1B2C3D4E", auto_v3_short)), model("other", "Other")])
 
     assert await matches(index, sha256.lower()) == {"m"}
     assert await matches(index, "0a1b2c3d4e") == {"m"}
+    assert await matches(index, "5e6f7a8b9c0d") == {"m"}
 
 
 async def test_no_words_means_no_text_condition(index: SearchIndex) -> None:

@@ -26,6 +26,11 @@ PUBLISHED = "Published"
 
 _PERIODS = {p.value: p for p in Period}
 
+AUTO_V3 = "AutoV3"
+AUTO_V3_SHORT_CHARS = 12
+"""A1111 writes a LoRA's hash as the first 12 digits of its AutoV3 ("Lora hashes: name: 0123456789AB"), so a
+model is found by that short form as well as by the full hash."""
+
 
 def make_catalog_registry() -> EventRegistry:
     """The catalog's event types this service reads (the catalog owns the contract)."""
@@ -62,7 +67,8 @@ def model_document(
     stats_version: int = 0,
 ) -> ModelDocument:
     """The document of a published model: its public versions' base models, trigger words, file formats and
-    hashes (upper-case, every kind), and its counts per period (none until the first stats event)."""
+    hashes (upper-case, every kind, and AutoV3's short form too), and its counts per period (none until the
+    first stats event)."""
     # Each protobuf field is read once into plain Python values: reading a field builds a new Python object.
     versions = [v for v in snapshot.versions if v.status == PUBLISHED]
     trained_words: list[str] = []
@@ -76,7 +82,11 @@ def model_document(
         version_ids.append(v.model_version_id)
         for f in v.files:
             formats.append(f.format)
-            hashes.extend(h.value.upper() for h in f.hashes)
+            for h in f.hashes:
+                value = h.value.upper()
+                hashes.append(value)
+                if h.kind == AUTO_V3:
+                    hashes.append(value[:AUTO_V3_SHORT_CHARS])
     license_ = snapshot.license
     return ModelDocument(
         model_id=snapshot.model_id,

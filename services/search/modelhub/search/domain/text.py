@@ -23,7 +23,8 @@ that long is still found through the hash field."""
 
 HASH_MIN_CHARS = 8
 HASH_MAX_CHARS = 64
-"""File hashes are 8 (CRC32, AutoV1), 10 (AutoV2) or 64 (SHA256, BLAKE3) hex digits."""
+"""File hashes are 8 (CRC32, AutoV1), 10 (AutoV2), 12 (AutoV3 as A1111 writes it) or 64 (SHA256, BLAKE3,
+AutoV3) hex digits."""
 
 _WORD = re.compile(r"[^\W_]+")
 _HEX = re.compile(r"[0-9a-f]+")
