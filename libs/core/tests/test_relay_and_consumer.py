@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -514,5 +515,69 @@ async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_
             await wait_until(all_applied, 15, "every event applied")
         assert await effects(prepared) == dict.fromkeys(ids, 1)
         await wait_all_acknowledged(nc, events_stream_name(producer), second.name)
+    finally:
+        await nc.close()
+
+
+async def inbox_rows(engine: AsyncEngine, consumer: str) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(text("SELECT count(*) FROM consumer_inbox WHERE consumer = :c"), {"c": consumer})
+    return int(count or 0)
+
+
+async def test_pruning_deletes_only_this_consumers_inbox_rows_past_the_retention(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    nc = await connect(nats_url, "test")
+    try:
+        consumer = make_consumer(prepared, nc, producer)
+        other = f"{consumer.name}-other"
+        async with prepared.begin() as conn:
+            for name, age_days, count in ((consumer.name, 10, 25), (consumer.name, 1, 5), (other, 10, 7)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO consumer_inbox (consumer, event_id, processed_at) SELECT :c, gen_random_uuid(),"
+                        " clock_timestamp() - make_interval(days => :age) FROM generate_series(1, :n)"
+                    ),
+                    {"c": name, "age": age_days, "n": count},
+                )
+
+        # Several small transactions (batch_size 10) delete exactly the 25 old rows of this consumer.
+        assert await consumer.prune_inbox(timedelta(days=7), batch_size=10) == 25
+        assert await inbox_rows(prepared, consumer.name) == 5
+        assert await inbox_rows(prepared, other) == 7
+        assert await consumer.prune_inbox(timedelta(days=7)) == 0
+    finally:
+        await nc.close()
+
+
+async def test_a_running_consumer_prunes_its_inbox_when_a_retention_is_set(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 20)
+    nc = await connect(nats_url, "test")
+    try:
+        await publish_committed(prepared, store, nc, producer)
+        consumer = IdempotentConsumer(
+            prepared,
+            nc,
+            make_registry(),
+            name=f"{producer}-effects",
+            stream=events_stream_name(producer),
+            subject=events_subject(producer),
+            handlers={RENAMED: record_effect},
+            settings=ConsumerSettings(batch_size=100, inbox_retention=timedelta(0), inbox_prune_interval=0.2),
+        )
+        await consumer.setup()
+        async with running(consumer):
+
+            async def applied_and_pruned() -> bool:
+                return len(await effects(prepared)) == 20 and await inbox_rows(prepared, consumer.name) == 0
+
+            await wait_until(applied_and_pruned, 15, "every event applied and the inbox pruned")
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
     finally:
         await nc.close()

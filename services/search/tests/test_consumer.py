@@ -6,6 +6,8 @@ the consumer has applied them (its inbox), then reads the index through the port
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from nats.aio.client import Client
 from sqlalchemy import text
@@ -243,3 +245,9 @@ def test_the_service_lets_jetstream_deliver_a_whole_batch_unacknowledged() -> No
         settings = consumer_settings(SearchSettings(consumer_batch_size=batch_size))
         assert settings.batch_size == batch_size
         assert settings.max_ack_pending >= batch_size
+
+
+def test_the_inbox_is_pruned_after_the_configured_days_and_0_keeps_it() -> None:
+    assert consumer_settings(SearchSettings()).inbox_retention == timedelta(days=7)
+    assert consumer_settings(SearchSettings(consumer_inbox_retention_days=0.5)).inbox_retention == timedelta(hours=12)
+    assert consumer_settings(SearchSettings(consumer_inbox_retention_days=0)).inbox_retention is None

@@ -47,6 +47,9 @@ class SearchSettings(ServiceSettings):
     consumer keeps its limit: JetStream's default 1000 caps its batches)."""
     consumer_fetch_timeout_seconds: float = Field(default=0.05, gt=0, le=5)
     """How long one pull waits for its batch to fill: bounds the delay a lone event adds to freshness."""
+    consumer_inbox_retention_days: float = Field(default=7.0, ge=0)
+    """The consumer's inbox rows (the ids of events applied) are deleted after this many days; 0 keeps them
+    forever. Safe here because the mirror's version guard makes an event applied twice change nothing."""
     catalog_producer: str = "catalog"
     """The producer whose stream is consumed (stream <PRODUCER>_EVENTS, subjects events.<producer>.>)."""
 

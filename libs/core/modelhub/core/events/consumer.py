@@ -19,6 +19,12 @@ Pull requests expire (`fetch_timeout`) and are issued again, so a consumer resum
 NATS restart. Events of types without a handler are acknowledged and skipped. Optionally (`ConsumerSettings`),
 a pull under a backlog may wait longer to fill its batch, and `run` pulls the next batch while one is applied;
 neither changes what is applied or when it is acknowledged.
+
+The inbox grows by one row per applied event. With `ConsumerSettings.inbox_retention`, `run` deletes the
+consumer's rows older than that, at most every `inbox_prune_interval`. A durable consumer never redelivers an
+acknowledged message, so past ack_wait times max_deliver a row only matters if the stream is replayed to this
+consumer (it is deleted and created again, or reset): set a retention only for consumers whose handlers are
+idempotent by themselves (a version guard, an idempotency key), and keep it far above any redelivery window.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client
@@ -63,6 +71,11 @@ SEQUENCE_HEADER = "Modelhub-Original-Sequence"
 
 _CLAIM_ONE = text(
     "INSERT INTO consumer_inbox (consumer, event_id) VALUES (:consumer, :event_id) ON CONFLICT DO NOTHING"
+)
+_PRUNE = text(
+    "DELETE FROM consumer_inbox WHERE consumer = :consumer AND event_id IN ("
+    " SELECT event_id FROM consumer_inbox"
+    " WHERE consumer = :consumer AND processed_at < clock_timestamp() - :older_than LIMIT :limit)"
 )
 _CLAIM_MANY = text(
     "INSERT INTO consumer_inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:ids AS uuid[])) "
@@ -110,6 +123,11 @@ class ConsumerSettings:
     retry_delay: float = 1.0
     max_ack_pending: int = 1000
     prefetch: bool = False
+    inbox_retention: timedelta | None = None
+    """Inbox rows older than this are deleted by `run` (None: kept forever). See the module doc for when that
+    is safe."""
+    inbox_prune_interval: float = 3600.0
+    """Seconds between two prunings of the inbox (the first comes with the first batch)."""
 
 
 class IdempotentConsumer:
@@ -151,6 +169,7 @@ class IdempotentConsumer:
         self._js: JetStreamContext = nc.jetstream()
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._backlog = False  # the last batch said more messages were waiting
+        self._next_prune = 0.0  # time.monotonic() at which run() prunes the inbox next
 
     async def setup(self, *, replicas: int = 1) -> None:
         """Create the dead-letter stream (`replicas` copies) and the durable consumer (idempotent)."""
@@ -358,6 +377,35 @@ class IdempotentConsumer:
         log.info("consumer %s: consuming %s", self.name, self.stream)
         await self.run(stop, max_backoff=max_backoff)
 
+    async def prune_inbox(self, older_than: timedelta, *, batch_size: int = 10_000) -> int:
+        """Delete this consumer's inbox rows processed more than `older_than` ago, `batch_size` rows per
+        transaction (short locks, bounded WAL); the age is by the database's clock, as `processed_at`. Returns how
+        many were deleted. Other consumers' rows are
+        untouched. Safe to run at any time: a row deleted while its event is being claimed again only means
+        the event counts as new, which the retention (see the module doc) must make impossible in practice."""
+        deleted = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    _PRUNE, {"consumer": self.name, "older_than": older_than, "limit": batch_size}
+                )
+            deleted += result.rowcount
+            if result.rowcount < batch_size:
+                return deleted
+
+    async def _prune_when_due(self) -> None:
+        retention = self.settings.inbox_retention
+        if retention is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.settings.inbox_prune_interval
+        try:
+            deleted = await self.prune_inbox(retention)
+        except Exception as error:  # consuming matters more: try again at the next interval
+            log.warning("consumer %s: pruning the inbox failed: %r", self.name, error)
+            return
+        if deleted:
+            log.info("consumer %s: pruned %d inbox rows older than %s", self.name, deleted, retention)
+
     async def run(self, stop: asyncio.Event, *, max_backoff: float = 5.0) -> None:
         """Consume until `stop` is set, riding out NATS and Postgres outages with capped backoff.
 
@@ -371,6 +419,7 @@ class IdempotentConsumer:
         try:
             while not stop.is_set():
                 try:
+                    await self._prune_when_due()
                     if ahead is not None:
                         batch, ahead = await ahead, None
                     else:

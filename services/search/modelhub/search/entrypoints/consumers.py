@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -81,6 +82,7 @@ def consumer_settings(settings: SearchSettings) -> ConsumerSettings:
         backlog_fetch_timeout=BACKLOG_FETCH_TIMEOUT,
         prefetch=True,
         max_ack_pending=max(1000, 2 * settings.consumer_batch_size),
+        inbox_retention=timedelta(days=days) if (days := settings.consumer_inbox_retention_days) else None,
     )
 
 
