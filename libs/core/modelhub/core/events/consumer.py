@@ -441,11 +441,17 @@ class IdempotentConsumer:
         finally:
             await self._abandon(ahead, nak=True)
 
-    @staticmethod
-    async def _abandon(ahead: asyncio.Task[_Batch | None] | None, *, nak: bool) -> None:
-        """Drop a prefetched batch unapplied; with `nak`, ask for its redelivery now rather than after ack_wait."""
+    async def _abandon(self, ahead: asyncio.Task[_Batch | None] | None, *, nak: bool) -> None:
+        """Drop a prefetched batch unapplied; with `nak`, ask for its redelivery now rather than after ack_wait.
+
+        With `nak` (a stop), a pull still under way is first given the time its request may take: the server may
+        have delivered its messages already, and a pull cut short could not give them back (they would wait for
+        ack_wait)."""
         if ahead is None:
             return
+        if nak:
+            longest_pull = max(self.settings.fetch_timeout, self.settings.backlog_fetch_timeout or 0.0)
+            await asyncio.wait([ahead], timeout=longest_pull + 1.0)
         ahead.cancel()
         await asyncio.wait([ahead])  # never raises the task's own error or cancellation
         if ahead.cancelled() or ahead.exception() is not None:
