@@ -50,7 +50,7 @@ async def running(*runners: object) -> AsyncIterator[asyncio.Event]:
 
 
 def make_consumer(
-    engine: AsyncEngine, nc: Client, producer: str, handler: Handler = record_effect, **settings: float
+    engine: AsyncEngine, nc: Client, producer: str, handler: Handler = record_effect, **settings: object
 ) -> IdempotentConsumer:
     return IdempotentConsumer(
         engine,
@@ -561,16 +561,7 @@ async def test_a_running_consumer_prunes_its_inbox_when_a_retention_is_set(
     nc = await connect(nats_url, "test")
     try:
         await publish_committed(prepared, store, nc, producer)
-        consumer = IdempotentConsumer(
-            prepared,
-            nc,
-            make_registry(),
-            name=f"{producer}-effects",
-            stream=events_stream_name(producer),
-            subject=events_subject(producer),
-            handlers={RENAMED: record_effect},
-            settings=ConsumerSettings(batch_size=100, inbox_retention=timedelta(0), inbox_prune_interval=0.2),
-        )
+        consumer = make_consumer(prepared, nc, producer, inbox_retention=timedelta(0), inbox_prune_interval=0.2)
         await consumer.setup()
         async with running(consumer):
 
