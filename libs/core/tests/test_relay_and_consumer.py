@@ -447,6 +447,26 @@ async def test_max_ack_pending_lets_one_fetch_take_a_batch_above_the_server_defa
         await nc.close()
 
 
+async def test_setup_raises_an_existing_durable_consumers_limits_to_the_settings(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    await append_events(prepared, store, 3)
+    nc = await connect(nats_url, "test")
+    try:
+        await publish_committed(prepared, store, nc, producer)
+        await make_consumer(prepared, nc, producer, max_ack_pending=1000, ack_wait=30.0).setup()
+        upgraded = make_consumer(prepared, nc, producer, max_ack_pending=20_000, ack_wait=45.0)
+        await upgraded.setup()
+
+        info = await nc.jetstream().consumer_info(events_stream_name(producer), upgraded.name)
+        assert (info.config.max_ack_pending, info.config.ack_wait) == (20_000, 45.0)
+        assert await upgraded.process_batch() == 3  # the durable keeps its place and serves the new settings
+    finally:
+        await nc.close()
+
+
 async def wait_all_acknowledged(nc: Client, stream: str, consumer: str) -> None:
     """Wait until the consumer has nothing pending: acks are published without waiting for the server, so
     they arrive shortly after the batch that sent them."""

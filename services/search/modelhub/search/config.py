@@ -44,7 +44,7 @@ class SearchSettings(ServiceSettings):
     (and the merging of the segments each commit adds) when there is a backlog; a lone event still goes through
     alone after consumer_fetch_timeout_seconds. The durable consumer is created allowing twice as many
     unacknowledged messages, for the batch being applied and the one pulled ahead of it (an existing durable
-    consumer keeps its limit: JetStream's default 1000 caps its batches)."""
+    consumer is brought to that limit when the service starts)."""
     consumer_fetch_timeout_seconds: float = Field(default=0.05, gt=0, le=5)
     """How long one pull waits for its batch to fill: bounds the delay a lone event adds to freshness."""
     consumer_inbox_retention_days: float = Field(default=7.0, ge=0)

@@ -109,10 +109,10 @@ class ConsumerSettings:
     limit only keeps a backlog from being cut into small batches (one transaction each) while the client is
     still reading the messages off the connection. ack_wait must exceed the time one batch can
     take to apply. max_ack_pending (JetStream's limit of delivered, unacknowledged messages) caps what one
-    fetch can return: keep it at least batch_size. It is set when the durable consumer is created; an existing
-    durable consumer keeps the limit it was created with. prefetch: see `IdempotentConsumer.run` (a
-    prefetching consumer has up to two batches delivered and unacknowledged: max_ack_pending at least twice
-    batch_size lets the second pull fill).
+    fetch can return: keep it at least batch_size. It is set when the durable consumer is created, and
+    `setup` brings an existing durable consumer's max_ack_pending and ack_wait to these settings.
+    prefetch: see `IdempotentConsumer.run` (a prefetching consumer has up to two batches delivered and
+    unacknowledged: max_ack_pending at least twice batch_size lets the second pull fill).
     """
 
     batch_size: int = 200
@@ -175,9 +175,15 @@ class IdempotentConsumer:
         """Create the dead-letter stream (`replicas` copies) and the durable consumer (idempotent)."""
         await ensure_stream(self._js, dead_letter_stream_config(replicas=replicas))
         await self._subscribe()
+        await self._update_durable()
 
     async def _subscribe(self) -> None:
-        config = ConsumerConfig(
+        self._subscription = await self._js.pull_subscribe(
+            self.subject, durable=self.name, stream=self.stream, config=self._config()
+        )
+
+    def _config(self) -> ConsumerConfig:
+        return ConsumerConfig(
             durable_name=self.name,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -188,9 +194,22 @@ class IdempotentConsumer:
             max_ack_pending=self.settings.max_ack_pending,
             filter_subject=self.subject,
         )
-        self._subscription = await self._js.pull_subscribe(
-            self.subject, durable=self.name, stream=self.stream, config=config
-        )
+
+    async def _update_durable(self) -> None:
+        """Bring an existing durable consumer's limits to the settings (JetStream keeps what a consumer was
+        created with, so a raised max_ack_pending would otherwise never reach a consumer created before)."""
+        info = await self._js.consumer_info(self.stream, self.name)
+        wanted = self._config()
+        if (info.config.max_ack_pending, info.config.ack_wait) != (wanted.max_ack_pending, wanted.ack_wait):
+            await self._js.add_consumer(self.stream, wanted)  # an update of an existing durable's editable fields
+            log.info(
+                "consumer %s: max_ack_pending %s -> %s, ack_wait %s -> %s s",
+                self.name,
+                info.config.max_ack_pending,
+                wanted.max_ack_pending,
+                info.config.ack_wait,
+                wanted.ack_wait,
+            )
 
     async def _drop_subscription(self) -> None:
         subscription, self._subscription = self._subscription, None
