@@ -31,14 +31,12 @@ from modelhub.core.grpc.interceptors import (
     MethodHandler,
     ServerInterceptor,
     ServicerContext,
+    WrappedHandlers,
     final_code,
     split_method,
     wrap_handler,
 )
 from modelhub.core.telemetry.metrics import RPC_DURATION
-
-_MAX_METHODS: Final = 10_000
-"""A bound on the per-method cache against unknown method names."""
 
 
 class _Method:
@@ -129,14 +127,12 @@ _DEADLINE_PASSED: Final = "the deadline passed before the call ran"
 class CallInterceptor(ServerInterceptor):
     """Metrics, deadline check, error mapping and authentication around every call (see the module's doc).
 
-    The wrapped handler is built once per method and reused while the next handler stays the same object (it
-    does: generic handlers hand out the same handler per method, and so do the interceptors further in).
-    """
+    The wrapped handler is built once per method (`WrappedHandlers`)."""
 
     def __init__(self, verifier: TokenVerifier, public_methods: Collection[str] = ()):
         """`public_methods` ("/pkg.v1.Service/Method") accept anonymous callers."""
         self._authenticator = Authenticator(verifier, public_methods)
-        self._wrapped: dict[str, tuple[MethodHandler, MethodHandler]] = {}
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -146,11 +142,8 @@ class CallInterceptor(ServerInterceptor):
         if handler is None:
             return handler  # type: ignore[return-value]
         name = handler_call_details.method
-        cached = self._wrapped.get(name)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        wrapped = self._wrapped.get(name, handler)
+        if wrapped is not None:
+            return wrapped
         method = _Method(name, self._authenticator)
-        wrapped = wrap_handler(handler, method.unary, method.stream)
-        if len(self._wrapped) < _MAX_METHODS:
-            self._wrapped[name] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.keep(name, handler, wrap_handler(handler, method.unary, method.stream))

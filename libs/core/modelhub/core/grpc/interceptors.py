@@ -50,6 +50,27 @@ def wrap_handler(
     return handler
 
 
+class WrappedHandlers:
+    """An interceptor's wrapped handlers by method, each reused while the handler it wraps stays the same object
+    (it does: generic handlers hand out the same handler per method, and so do the interceptors further in).
+    Holds at most `max_methods`, a bound against callers inventing method names."""
+
+    def __init__(self, max_methods: int = 10_000) -> None:
+        self._max = max_methods
+        self._entries: dict[str, tuple[MethodHandler, MethodHandler]] = {}
+
+    def get(self, method: str, handler: MethodHandler) -> MethodHandler | None:
+        """The wrapped handler kept for `method`, if it wraps this very `handler`."""
+        entry = self._entries.get(method)
+        return entry[1] if entry is not None and entry[0] is handler else None
+
+    def keep(self, method: str, handler: MethodHandler, wrapped: MethodHandler) -> MethodHandler:
+        """Remember `wrapped` as `method`'s wrapping of `handler` (while there is room); returns `wrapped`."""
+        if len(self._entries) < self._max or method in self._entries:
+            self._entries[method] = (handler, wrapped)
+        return wrapped
+
+
 def final_code(context: ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status a call ends with, judged from its context and the exception that left its handler."""
     if isinstance(error, BaseException) and not isinstance(error, grpc.aio.AbortError):

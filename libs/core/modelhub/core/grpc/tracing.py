@@ -21,10 +21,10 @@ from opentelemetry.instrumentation.grpc._server import _wrap_rpc_behavior
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import TracerProvider
 
-from modelhub.core.grpc.interceptors import Continuation, MethodHandler, ServerInterceptor
+from modelhub.core.grpc.interceptors import Continuation, MethodHandler, ServerInterceptor, WrappedHandlers
 
 _MAX_METHODS = 10_000
-"""A bound on the per-method cache against unknown method names."""
+"""A bound on the per-method filter answers kept, against callers inventing method names."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TracingInterceptor(ServerInterceptor):
         self._otel: Any = aio_server_interceptor(tracer_provider, filter_=filter_)  # type: ignore[no-untyped-call]
         self._filter = filter_
         self._traced: dict[str, bool] = {}
-        self._wrapped: dict[str, tuple[MethodHandler, MethodHandler]] = {}
+        self._wrapped = WrappedHandlers(_MAX_METHODS)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -64,9 +64,9 @@ class TracingInterceptor(ServerInterceptor):
                 self._traced[method] = traced
         if not traced:
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        cached = self._wrapped.get(method, handler)
+        if cached is not None:
+            return cached
         details = _MethodDetails(method)
         otel = self._otel
 
@@ -76,6 +76,4 @@ class TracingInterceptor(ServerInterceptor):
             return otel._intercept_aio_server_unary(behavior, details)
 
         wrapped: MethodHandler = _wrap_rpc_behavior(handler, telemetry_wrapper)  # type: ignore[no-untyped-call]
-        if len(self._wrapped) < _MAX_METHODS:
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.keep(method, handler, wrapped)

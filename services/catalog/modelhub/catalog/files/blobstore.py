@@ -41,11 +41,9 @@ import fcntl
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -60,6 +58,7 @@ from modelhub.catalog.files.errors import (
     UploadOffsetMismatch,
 )
 from modelhub.catalog.files.hashing import BATCH_SIZE, FileHasher, FileHashes
+from modelhub.catalog.files.pools import LazyPool
 from modelhub.core.errors import FieldViolation, InvalidArgument
 
 _UPLOAD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
@@ -96,30 +95,10 @@ def _lock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-_writeback_lock = threading.Lock()
-_writeback: ThreadPoolExecutor | None = None
-
-
-def _writeback_pool() -> ThreadPoolExecutor:
-    """A pool for background flushes of part files (they wait for the disk)."""
-    global _writeback  # noqa: PLW0603 - a lazily created process-wide singleton
-    with _writeback_lock:
-        if _writeback is None:
-            _writeback = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelhub-blob-writeback")
-        return _writeback
-
-
-_writers_lock = threading.Lock()
-_writers: ThreadPoolExecutor | None = None
-
-
-def _writer_pool() -> ThreadPoolExecutor:
-    """A pool for the writes of large chunks, which run beside their hashing (one per append in flight)."""
-    global _writers  # noqa: PLW0603 - a lazily created process-wide singleton
-    with _writers_lock:
-        if _writers is None:
-            _writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelhub-blob-writer")
-        return _writers
+_writeback_pool = LazyPool(2, "modelhub-blob-writeback")
+"""Background flushes of part files (they wait for the disk)."""
+_writer_pool = LazyPool(4, "modelhub-blob-writer")
+"""The writes of large chunks, which run beside their hashing (one per append in flight)."""
 
 
 def _write_back(part: Path) -> None:
@@ -219,7 +198,7 @@ class BlobStore:
                 _pwrite_all(fd, chunk, size)
                 hasher.update(chunk)
             else:
-                writing = _writer_pool().submit(_pwrite_all, fd, chunk, size)
+                writing = _writer_pool.get().submit(_pwrite_all, fd, chunk, size)
                 try:
                     hasher.update(chunk)
                 finally:
@@ -234,7 +213,7 @@ class BlobStore:
                 os.ftruncate(fd, size)
             raise
         if (size + len(chunk)) // WRITEBACK_EVERY > size // WRITEBACK_EVERY:
-            _writeback_pool().submit(_write_back, self._part(upload_id))
+            _writeback_pool.get().submit(_write_back, self._part(upload_id))
         return UploadState(upload_id, size + len(chunk))
 
     def finish(self, upload_id: str) -> StoredBlob:

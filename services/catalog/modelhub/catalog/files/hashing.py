@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -31,6 +29,7 @@ import blake3
 
 from modelhub.catalog.domain.vocabulary import HashKind
 from modelhub.catalog.files.errors import InvalidFile
+from modelhub.catalog.files.pools import LazyPool
 
 AUTO_V1_OFFSET: Final = 0x100000
 """AutoV1 hashes the window [1 MiB, 1 MiB + 64 KiB)."""
@@ -43,19 +42,11 @@ BATCH_SIZE: Final = 1 << 20
 _PARALLEL_MIN: Final = 256 << 10
 """Below this, hashing SHA256 on another thread costs more than it saves."""
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
 _Bytes: TypeAlias = bytes | bytearray | memoryview
 
 
-def _sha256_pool() -> ThreadPoolExecutor:
-    """One process-wide pool for the SHA256 side of every hasher, started on first use."""
-    global _pool  # noqa: PLW0603 - a lazily created process-wide singleton
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="modelhub-sha256")
-        return _pool
+_sha256_pool = LazyPool(4, "modelhub-sha256")
+"""The SHA256 side of every hasher."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +139,7 @@ class FileHasher:
         if low < high:
             self._auto_v1.update(data[low - start : high - start])
         if len(data) >= _PARALLEL_MIN:
-            sha256_done = _sha256_pool().submit(self._sha256.update, data)
+            sha256_done = _sha256_pool.get().submit(self._sha256.update, data)
             self._blake3.update(data)
             self._crc32 = zlib.crc32(data, self._crc32)
             sha256_done.result()
