@@ -248,3 +248,22 @@ ModelEvent = (
     | FileHashesAdded
     | FileRemoved
 )
+
+COMMUTING_EVENTS: frozenset[type[ModelEvent]] = frozenset({FileScanned, FileHashesAdded})
+"""Background facts that commute with editors' changes: they do not make a client's `expected_version` stale
+(Model.require_current; docs/adr/0010-background-changes-do-not-conflict.md). Each is recorded by the catalog
+itself, about stored bytes, on fields that no editor command sets, and an editor's command still runs its rules
+on the state that includes it:
+
+- FileScanned (the pickle scanner's verdict): sets a file's scan result, which only the scanner sets; the rules
+  that read it (publishing needs every file clean, removing the last clean file of a public version is
+  refused) are checked on the fresh state, so an edit decided before the verdict cannot bypass them.
+- FileHashesAdded (AutoV3, computed after the upload): adds hash kinds the file did not have; no editor command
+  sets or reads hashes, and their values are functions of the bytes.
+
+Everything else counts as an edit, including the scheduler's due publication (ModelPublished, VersionPublished
+or PublicationCancelled): it changes a status, hence who sees the model and what an edit does (a description
+edited on a Scheduled model goes public at once on a Published one), which the editor's view was based on.
+A wrongly commuting event could lose an update, a wrongly conflicting one costs a re-read: only facts that
+clearly commute are listed.
+"""

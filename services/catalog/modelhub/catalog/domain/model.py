@@ -7,7 +7,9 @@ Visibility and permission, in this order (so that a refusal never reveals a hidd
 1. a model that is not Published is visible only to its owner and to privileged users (moderators, admins,
    the catalog itself); anyone else gets NotFound, with the same message as for an id that never existed;
 2. a visible model is changed only by its owner or a privileged user; anyone else gets PermissionDenied;
-3. a stale `expected_version` (checked by the handler after 1 and 2) gets a conflict naming the current one.
+3. a stale `expected_version` (checked by the handler after 1 and 2, `require_current`) gets a conflict naming
+   the current one. Stale means an edit came after it: background facts (COMMUTING_EVENTS: scan verdicts,
+   hashes added after upload) do not make a client's version stale.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 
 from modelhub.catalog.domain.commands import Actor, ModelChanges, ModelFields, VersionChanges, VersionFields
 from modelhub.catalog.domain.events import (
+    COMMUTING_EVENTS,
     FileAdded,
     FileHash,
     FileHashesAdded,
@@ -41,7 +44,7 @@ from modelhub.catalog.domain.events import (
     VersionUpdated,
 )
 from modelhub.catalog.domain.vocabulary import ModelStatus, ScanResult, VersionStatus
-from modelhub.core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from modelhub.core.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, StreamVersionConflict
 
 MAX_VERSIONS = 100
 MAX_FILES_PER_VERSION = 50
@@ -70,6 +73,11 @@ def version_not_found(version_id: str) -> NotFound:
         reason="MODEL_VERSION_NOT_FOUND",
         metadata={"model_version_id": version_id},
     )
+
+
+class StaleVersion(StreamVersionConflict):
+    """A client's `expected_version` is stale (an edit came after it) or ahead of the stream. Final: running the
+    command again cannot change it (the handlers re-run only when a writer won the race to append)."""
 
 
 @dataclass
@@ -113,6 +121,10 @@ class Model:
         self.id = model_id
         self.version = 0
         """The stream version loaded or last saved."""
+        self.last_edit_version = 0
+        """The stream version of the last event that is not one of COMMUTING_EVENTS (snapshots are no events
+        here): a client's `expected_version` from it on is current (`require_current`). Known for a model folded
+        from its stream or built by commands, not for one read back from the read models."""
         self.pending: list[ModelEvent] = []
         self.exists = False
         self.owner_id = ""
@@ -143,6 +155,11 @@ class Model:
     def apply(self, event: ModelEvent) -> None:
         """Change state by one event (facts: no validation here)."""
         self.updated_at = event.at
+        if type(event) not in COMMUTING_EVENTS:
+            # The event's own stream version: stored events are folded in order, `version` set after each
+            # (snapshots included), and a command's new events are appended after the loaded version in the
+            # order recorded (`_record` applies an event before adding it to `pending`).
+            self.last_edit_version = self.version + len(self.pending) + 1
         match event:
             case ModelCreated():
                 self.exists = True
@@ -256,6 +273,13 @@ class Model:
                 reason="NOT_MODEL_OWNER",
                 metadata={"model_id": self.id},
             )
+
+    def require_current(self, expected_version: int) -> None:
+        """Refuse a client's `expected_version` (StaleVersion, naming the current version) unless no edit came
+        after it: `last_edit_version <= expected_version <= version`. A version ahead of the stream is refused.
+        The events appended then follow the current version, and the command's rules run on the current state."""
+        if not self.last_edit_version <= expected_version <= self.version:
+            raise StaleVersion(self.stream_id, expected_version, self.version)
 
     def visible_version(self, version_id: str, actor: Actor | None) -> Version:
         version = self.versions.get(version_id)

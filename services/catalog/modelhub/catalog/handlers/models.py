@@ -4,18 +4,24 @@ The shape of every change of an existing model:
 
 1. validate the request (pure: domain/commands.py; nothing is read or written when it fails);
 2. in one transaction: load the model from its stream, check visibility (NotFound), permission
-   (PermissionDenied) and `expected_version` (StreamVersionConflict, naming the current version), run the
-   aggregate's command, append its events plus a catalog.ModelSnapshot at the loaded version, and update
-   the read models; commit.
+   (PermissionDenied) and `expected_version` (StreamVersionConflict naming the current version, when an edit
+   came after it: Model.require_current), run the aggregate's command, append its events plus a
+   catalog.ModelSnapshot at the loaded (current) version, and update the read models; commit.
+
+A client's `expected_version` is stale only when an edit came after it: the catalog's background facts (scan
+verdicts, hashes computed after upload: domain/events.py COMMUTING_EVENTS) do not make it stale, so an editor
+is not refused because a scan finished after its read. The scheduler's publication does (it changes status).
 
 Crash, retry, redelivery: a crash before the commit leaves nothing (no event, no read-model row); after it,
 everything (events, snapshot, read models) is there and the outbox relay publishes the events. A client
-that retries a change it sent with `expected_version` gets ABORTED if the first attempt committed (the
-model moved on): it reads the model again and sees its change there. Internal callers (the scheduler, the
-upload pipeline) pass `expected_version=None`: the command is re-run on the fresh state when a concurrent
-writer wins, and commands are no-ops when their effect is there already (publishing a published version,
-recording the same scan verdict or the same hashes again, adding the same file again), so re-running them is
-harmless.
+that retries a change it sent with `expected_version` gets ABORTED if the first attempt committed (its edit
+came after that version): it reads the model again and sees its change there. When another writer appends
+between the load and the append, the event store's unique (stream, version) key refuses ours and the
+command is run again on the fresh state (up to RACE_ATTEMPTS times): a client's version is checked anew
+there, so a background fact that won the race is no conflict and an edit that won it is. Internal callers
+(the scheduler, the upload pipeline) pass `expected_version=None`; their commands are no-ops when their
+effect is there already (publishing a published version, recording the same scan verdict or the same hashes
+again, adding the same file again), so re-running them is harmless.
 CreateModel with a request id is idempotent: the (owner, request id) row commits with the model.
 """
 
@@ -45,7 +51,7 @@ from modelhub.catalog.domain.commands import (
     create_fingerprint,
 )
 from modelhub.catalog.domain.events import FileHash, ModelFile, Parent
-from modelhub.catalog.domain.model import Model, can_see, model_not_found, version_not_found
+from modelhub.catalog.domain.model import Model, StaleVersion, can_see, model_not_found, version_not_found
 from modelhub.catalog.domain.vocabulary import DERIVATIVE_RELATIONS, ScanResult
 from modelhub.catalog.handlers import Clock, utcnow
 from modelhub.core.errors import (
@@ -60,8 +66,8 @@ from modelhub.core.events.store import EventStore
 
 log = logging.getLogger(__name__)
 
-INTERNAL_RETRIES: Final = 5
-"""Attempts of a change without expected_version (internal callers) when concurrent writers keep winning."""
+RACE_ATTEMPTS: Final = 5
+"""Attempts of a change when concurrent writers keep appending between its load and its append."""
 LINEAGE_LOCK: Final = "catalog:lineage"
 DEFAULT_LINEAGE_DEPTH: Final = 3
 MAX_LINEAGE_DEPTH: Final = 10
@@ -116,9 +122,8 @@ class ModelCatalog:
         prepare: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> Model:
         """Load, authorize, check the version, run `prepare` (reads beyond the aggregate) and `command`, save:
-        one transaction (see the module doc)."""
-        attempts = 1 if expected_version is not None else INTERNAL_RETRIES
-        for attempt in range(1, attempts + 1):
+        one transaction, run again when another writer wins the race to append (see the module doc)."""
+        for attempt in range(1, RACE_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
                     repo = ModelRepository(conn, self.store)
@@ -127,15 +132,17 @@ class ModelCatalog:
                         model.require_visible(actor)
                         model.visible_version(version_id, actor)
                     model.require_editor(actor)
-                    if expected_version is not None and expected_version != model.version:
-                        raise StreamVersionConflict(model.stream_id, expected_version, model.version)
+                    if expected_version is not None:
+                        model.require_current(expected_version)
                     if prepare is not None:
                         await prepare(conn)
                     command(model, self.clock())
                     await repo.save(model)
                     return model
+            except StaleVersion:
+                raise  # an edit came after the client's version: final, a fresh load only moves further on
             except StreamVersionConflict:
-                if attempt == attempts:
+                if attempt == RACE_ATTEMPTS:
                     raise
                 log.info("model %s changed concurrently; running the command again", model_id)
         raise AssertionError("unreachable")  # pragma: no cover
