@@ -10,14 +10,17 @@ them; an awaiting stage counts the event loop's CPU meanwhile, a prefetch includ
 
 Prints one JSON object: wall seconds, events/s, documents/s, this process's CPU per document, the batch sizes,
 and CPU seconds per stage summed over batches (nested stages, e.g. `mirror.put` inside `transaction`, are listed
-too, so the parts do not add up). PREFETCH=0 turns the consumer's prefetching off; PROFILE=<file> writes a
-cProfile of the event loop's thread. Run it with PYTHONPATH pointing at another checkout's libs/core and
-services/search to compare versions on the same machine.
+too, so the parts do not add up), CPU per document by thread, and the whole machine's busy CPU per document
+(PostgreSQL and NATS included). PREFETCH=0 turns the consumer's prefetching off; GC_SETTLE=0 leaves the garbage
+collector at CPython's defaults (the service settles it once started: modelhub.core.runtime); PROFILE=<file>
+writes a cProfile of the event loop's thread. Run it with PYTHONPATH pointing at another checkout's libs/core
+and services/search to compare versions on the same machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import dataclasses
 import functools
@@ -26,6 +29,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -40,6 +44,7 @@ from modelhub.core.db import create_engine
 from modelhub.core.events import consumer as consumer_module
 from modelhub.core.events.consumer import ConsumerSettings
 from modelhub.core.nats import connect
+from modelhub.core.runtime import settle_after_startup
 from modelhub.devstack.nats import NatsServer
 from modelhub.devstack.postgres import PostgresServer, create_database
 from modelhub.search.adapters.engines import tantivy_engine, tantivy_schema
@@ -53,6 +58,26 @@ from modelhub.search.handlers import Indexer
 
 TIMES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads, summed by thread name (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    python_names = {t.native_id: t.name.split(" ")[0] for t in threading.enumerate()}  # e.g. "asyncio_0", "MainThread"
+    by_name: dict[str, float] = defaultdict(float)
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            name = python_names.get(int(task.name), name)
+            by_name[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return by_name
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (not idle, not waiting for I/O) since boot (Linux /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed_async(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -152,12 +177,15 @@ async def main(n: int, batch_size: int) -> None:
         )
         await consumer.setup()
         instrument()
+        if os.environ.get("GC_SETTLE", "1") == "1":
+            settle_after_startup()  # as the service does once started (GC_SETTLE=0: CPython's defaults)
         expected = published["events"]
         load_before = os.getloadavg()
         profiler = cProfile.Profile() if os.environ.get("PROFILE") else None
         if profiler is not None:
             profiler.enable()
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        threads_before, machine_before = thread_cpu(), machine_busy()
         started = time.perf_counter()
         done = 0
         batches = 0
@@ -172,6 +200,7 @@ async def main(n: int, batch_size: int) -> None:
                 await conn.commit()
         seconds = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        threads_after, machine_after = thread_cpu(), machine_busy()
         cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
         stop.set()
         await runner
@@ -196,6 +225,12 @@ async def main(n: int, batch_size: int) -> None:
                     "docs_per_s": round(n / seconds),
                     "consumer_process_cpu_s": round(cpu, 2),
                     "cpu_us_per_doc": round(cpu / n * 1e6),
+                    "cpu_us_per_doc_by_thread": {
+                        name: round((threads_after[name] - threads_before.get(name, 0.0)) / n * 1e6)
+                        for name in sorted(threads_after, key=lambda t: threads_before.get(t, 0.0) - threads_after[t])
+                        if threads_after[name] - threads_before.get(name, 0.0) > 0.002 * cpu
+                    },
+                    "machine_cpu_us_per_doc": round((machine_after - machine_before) / n * 1e6),
                     "documents_in_index": docs,
                     "load_avg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
                     "stage_cpu_seconds": {k: round(v, 2) for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1])},

@@ -24,18 +24,20 @@ def test_consumer_outcomes_are_counted() -> None:
     dead_before = value("modelhub_dead_letters_total", consumer="t1")
     for outcome in ("applied", "applied", "duplicate", "skipped", "dead_lettered"):
         metrics.record_consumer_outcome("t1", outcome)
+    metrics.record_consumer_outcome("t1", "applied", 40)  # a batch's count at once
+    metrics.record_consumer_outcome("t1", "dead_lettered", 2)
     after = {
         o: value("modelhub_consumer_processed_messages_total", consumer="t1", outcome=o)
         for o in metrics.CONSUMER_OUTCOMES
     }
     assert {o: after[o] - before[o] for o in after} == {
-        "applied": 2,
+        "applied": 42,
         "duplicate": 1,
         "skipped": 1,
         "failed": 0,
-        "dead_lettered": 1,
+        "dead_lettered": 3,
     }
-    assert value("modelhub_dead_letters_total", consumer="t1") == dead_before + 1
+    assert value("modelhub_dead_letters_total", consumer="t1") == dead_before + 3
     with pytest.raises(ValueError, match="unknown consumer outcome"):
         metrics.record_consumer_outcome("t1", "exploded")  # type: ignore[arg-type]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from modelhub.core.events.relay import OutboxRelay
 from modelhub.core.events.store import EventStore
 from modelhub.core.grpc.server import GrpcServer, ServiceRegistration
 from modelhub.core.nats import connect
+from modelhub.core.runtime import settle_after_startup
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ async def serve(settings: CatalogSettings) -> None:
             relay = OutboxRelay(engine, catalog.store, nc, PRODUCER)
             await relay.setup(replicas=settings.stream_replicas)
             tasks.append(asyncio.create_task(relay.run(stop)))
-        # What was built so far lives as long as the process: take it out of the garbage collector's full
-        # passes, each of which would otherwise walk it all (tens of milliseconds, in the middle of some call).
-        gc.freeze()
+        settle_after_startup()  # what was built so far lives as long as the process (modelhub.core.runtime)
         await server.serve()
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from modelhub.core.events.relay import OutboxRelay
 from modelhub.core.events.store import EventStore
 from modelhub.core.grpc.server import GrpcServer, ServiceRegistration
 from modelhub.core.nats import connect
+from modelhub.core.runtime import settle_after_startup
 from modelhub.ledger.adapters import migrations
 from modelhub.ledger.adapters.events import PRODUCER, make_registry
 from modelhub.ledger.config import LedgerSettings
@@ -69,6 +70,7 @@ async def serve(settings: LedgerSettings) -> None:
             tasks.append(asyncio.create_task(relay.run(stop)))
         if settings.run_rewards:  # in the background: it waits for NATS and for the catalog's stream
             tasks.append(asyncio.create_task(serve_rewards(ledger, settings, stop)))
+        settle_after_startup()  # what was built so far lives as long as the process (modelhub.core.runtime)
         await server.serve()
     finally:
         stop.set()

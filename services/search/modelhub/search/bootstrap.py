@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.core.db import create_engine
 from modelhub.core.grpc.server import GrpcServer, ServiceRegistration
 from modelhub.core.nats import connect
+from modelhub.core.runtime import settle_after_startup
 from modelhub.search.adapters import migrations
 from modelhub.search.adapters.events import make_catalog_registry
 from modelhub.search.adapters.mirror import Mirror, MirrorRow
@@ -117,6 +118,7 @@ async def serve(settings: SearchSettings) -> None:
     try:
         if settings.run_consumer:  # in the background: it waits for NATS and for the catalog's stream
             tasks.append(asyncio.create_task(serve_consumer(search.db, search.indexer, settings, stop)))
+        settle_after_startup()  # what was built so far lives as long as the process (modelhub.core.runtime)
         await server.serve()
     finally:
         stop.set()

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -275,9 +275,10 @@ class IdempotentConsumer:
             # are left out (the fast path has rolled back entirely).
             applied, failed = await self._apply_one_by_one(decoded)
             outcomes += applied
-        for msg, outcome in outcomes:
+        for msg, _ in outcomes:
             await msg.ack()
-            metrics.record_consumer_outcome(self.name, outcome)
+        for outcome, count in Counter(outcome for _, outcome in outcomes).items():  # per batch: thousands of msgs
+            metrics.record_consumer_outcome(self.name, outcome, count)
         for msg, reason in failed:
             if msg.metadata.num_delivered >= self.settings.max_deliver:
                 poison.append((msg, reason))
@@ -337,12 +338,13 @@ class IdempotentConsumer:
         envelope = envelope_pb2.EventEnvelope.FromString(msg.data)
         if envelope.event_type not in self.event_types:
             return None
+        payload = self.registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
+        event = ReceivedEvent(envelope=envelope, payload=payload, headers=dict(msg.headers or {}))
         try:
-            uuid.UUID(envelope.event_id)
+            _ = event.event_id  # parsed once here (a cached property): the inbox claim needs it
         except ValueError:
             raise UndecodableEvent(f"event_id {envelope.event_id[:64]!r} is not a UUID") from None
-        payload = self.registry.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-        return ReceivedEvent(envelope=envelope, payload=payload, headers=dict(msg.headers or {}))
+        return event
 
     async def _run(self, conn: AsyncConnection, events: list[ReceivedEvent]) -> None:
         if events:

@@ -63,13 +63,13 @@ DEAD_LETTERS: Final = Counter(
 )
 
 
-def record_consumer_outcome(consumer: str, outcome: ConsumerOutcome) -> None:
-    """Count one processed message (and, for `dead_lettered`, one dead letter)."""
+def record_consumer_outcome(consumer: str, outcome: ConsumerOutcome, count: int = 1) -> None:
+    """Count `count` processed messages (and, for `dead_lettered`, as many dead letters)."""
     if outcome not in CONSUMER_OUTCOMES:
         raise ValueError(f"unknown consumer outcome {outcome!r}; expected one of {CONSUMER_OUTCOMES}")
-    CONSUMER_PROCESSED.labels(consumer=consumer, outcome=outcome).inc()
+    CONSUMER_PROCESSED.labels(consumer=consumer, outcome=outcome).inc(count)
     if outcome == "dead_lettered":
-        DEAD_LETTERS.labels(consumer=consumer).inc()
+        DEAD_LETTERS.labels(consumer=consumer).inc(count)
 
 
 @dataclass
