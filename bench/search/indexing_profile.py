@@ -129,7 +129,8 @@ def instrument() -> None:
         (tantivy_engine._Collection, "upsert", "tantivy upsert (thread)", False),
         (tantivy_engine._Collection, "_stored_versions", "  tantivy stored versions", False),
         (tantivy_engine._Collection, "refresh", "tantivy commit + reload (thread)", False),
-        (tantivy_schema, "to_document", "  tantivy to_document", False),
+        (tantivy_schema, "to_document", "  tantivy to_document", False),  # an older layout
+        (tantivy_schema, "to_json", "  tantivy to_json", False),
         (tantivy_schema, "model_fields", "  layout fields", False),
         (tantivy_engine.TantivyIndex, "upsert_models", "index.upsert_models (await)", True),
         (tantivy_engine.TantivyIndex, "refresh", "index.refresh (await)", True),

@@ -155,7 +155,7 @@ class _Collection:
                 if current.get(item_id, _ABSENT) >= version:
                     continue  # stale or repeated: the index already holds this state or a newer one
                 writer.delete_documents_by_term(self.id_field, item_id)
-                writer.add_document(tantivy_schema.to_document(to_fields(source), self.schema))
+                writer.add_json(tantivy_schema.to_json(to_fields(source)))
                 self.pending[item_id] = version
 
     def delete(self, ids: Sequence[str]) -> None:

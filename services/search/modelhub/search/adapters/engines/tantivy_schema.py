@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import tantivy
 
 from modelhub.search.adapters.engines import layout
@@ -100,5 +101,8 @@ def image_fields(doc: ImageDocument) -> dict[str, Any]:
     return {**layout.image_fields(doc), "id_hash": ranking.id_hash(doc.image_id)}
 
 
-def to_document(fields: dict[str, Any], schema: tantivy.Schema) -> tantivy.Document:
-    return tantivy.Document.from_dict(fields, schema)
+def to_json(fields: dict[str, Any]) -> str:
+    """A document's fields as the JSON object `IndexWriter.add_json` takes: tantivy parses it against the schema
+    in Rust, which costs about half of building a `tantivy.Document` from the Python values first (measured on
+    the indexing path, where this runs for every document written)."""
+    return orjson.dumps(fields).decode()
