@@ -9,6 +9,11 @@ PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 PROTO_OUT := libs/protos
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export MODELHUB_STATE_DIR ?= $(CURDIR)/.state
+# Bytecode caches, in one ignored folder: where the environment turns them off (PYTHONDONTWRITEBYTECODE), every
+# Python process (each test suite, each service a test starts) compiles every module it imports again, seconds
+# each; with the prefix the source tree stays free of __pycache__ folders all the same.
+export PYTHONDONTWRITEBYTECODE :=
+export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.cache/pycache
 
 .PHONY: help venv protos protos-check protos-breaking lint format test chaos bench up down lock clean reindex
 
@@ -79,4 +84,4 @@ down: ## Stop a platform started by `make up` in another terminal
 	@test -x $(BIN)/python && $(BIN)/python -m modelhub.devstack.down --state-dir "$(MODELHUB_STATE_DIR)" || true
 
 clean: ## Remove the virtual environment and caches (not the platform's state)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
