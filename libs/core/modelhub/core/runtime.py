@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import gc
 
-YOUNG_GENERATION_THRESHOLD = 10_000
-"""Net allocations of container objects between two young-generation passes (CPython's default: 700). A pass
-then finds at most this many objects of cyclic garbage waiting, a few megabytes at most."""
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Net allocations of container objects between two young-generation passes (CPython: 700), and young passes
+per middle one, middle passes per old one (CPython: 10, 10). A young pass then finds at most 50,000 objects of
+cyclic garbage waiting, a few megabytes. Measured: the search consumer's CPU per indexed document fell by a
+fifth (10,000 did as well), the ledger's single transfers per second rose by 15-30 %."""
 
 
-def settle_after_startup(young_threshold: int = YOUNG_GENERATION_THRESHOLD) -> None:
+def settle_after_startup() -> None:
     """Call once a service has built what it keeps for its lifetime (engines, pools, servers, modules).
 
     Freezes what exists now (the collector's passes no longer walk it, each of which would otherwise take tens
-    of milliseconds in the middle of some call) and makes young-generation passes rarer; the older
-    generations keep CPython's ratios to it."""
+    of milliseconds in the middle of some call) and makes the collector's passes rarer (GC_THRESHOLDS)."""
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(young_threshold, middle, old)
+    gc.set_threshold(*GC_THRESHOLDS)

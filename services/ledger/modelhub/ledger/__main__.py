@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 
 from modelhub.ledger.config import LedgerSettings
@@ -25,8 +24,6 @@ def serve_here(settings: LedgerSettings, worker: int | None) -> None:
         from modelhub.ledger.workers import die_with_parent
 
         die_with_parent()
-    gc.freeze()  # what start-up allocated stays out of every later collection
-    gc.set_threshold(50_000, 20, 20)  # fewer young collections: short calls allocate a lot, briefly
     try:
         asyncio.run(serve(settings))
     finally:
