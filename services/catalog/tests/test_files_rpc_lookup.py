@@ -7,10 +7,13 @@ import logging
 from typing import Any
 
 import grpc
+import pydantic
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from modelhub.catalog.adapters import hot_reads
-from modelhub.catalog.bootstrap import Catalog
+from modelhub.catalog.bootstrap import Catalog, build_catalog
+from modelhub.catalog.config import CatalogSettings
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.v1 import files_pb2 as fpb
 from modelhub.catalog.v1 import models_pb2 as mpb
@@ -153,3 +156,22 @@ async def test_hot_reads_survive_postgresql_dropping_the_pooled_connections(
     for _ in range(3):
         assert (await lookup(files_stub, sha256)).file.file_id == done.file.file_id
         assert (await models_stub.GetModel(get_model)).model.model_id == done.model_id
+
+
+async def test_the_hot_reads_pool_size_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MODELHUB_CATALOG_HOT_READ_POOL_SIZE sets how many connections the hot reads keep (and never exceed)."""
+    assert CatalogSettings().hot_read_pool_size == hot_reads.POOL_SIZE
+    monkeypatch.setenv("MODELHUB_CATALOG_HOT_READ_POOL_SIZE", "3")
+    settings = CatalogSettings()
+    assert settings.hot_read_pool_size == 3
+    engine = create_async_engine("postgresql+psycopg://modelhub@127.0.0.1:1/unused")  # never connects here
+    catalog = build_catalog(engine, hot_read_pool_size=settings.hot_read_pool_size)
+    try:
+        pool: Any = catalog.hot_reads.pool
+        assert (pool.size(), pool._max_overflow) == (3, 0)
+    finally:
+        await catalog.dispose()
+        await engine.dispose()
+    monkeypatch.setenv("MODELHUB_CATALOG_HOT_READ_POOL_SIZE", "0")
+    with pytest.raises(pydantic.ValidationError, match="hot_read_pool_size"):
+        CatalogSettings()

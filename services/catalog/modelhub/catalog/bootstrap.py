@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.catalog import bootstrap_community, bootstrap_files
 from modelhub.catalog.adapters import migrations
 from modelhub.catalog.adapters.events import PRODUCER, make_registry
-from modelhub.catalog.adapters.hot_reads import hot_read_engine
+from modelhub.catalog.adapters.hot_reads import POOL_SIZE, hot_read_engine
 from modelhub.catalog.config import CatalogSettings
 from modelhub.catalog.entrypoints import grpc_models
 from modelhub.catalog.handlers import Clock, utcnow
@@ -48,9 +48,9 @@ class Catalog:
         await self.hot_reads.dispose()
 
 
-def build_catalog(engine: AsyncEngine, *, clock: Clock = utcnow) -> Catalog:
+def build_catalog(engine: AsyncEngine, *, clock: Clock = utcnow, hot_read_pool_size: int = POOL_SIZE) -> Catalog:
     store = EventStore(make_registry())
-    hot = hot_read_engine(engine)
+    hot = hot_read_engine(engine, hot_read_pool_size)
     models = ModelCatalog(engine, store, clock=clock, hot_reads=hot)
     return Catalog(engine=engine, store=store, clock=clock, models=models, hot_reads=hot)
 
@@ -98,7 +98,7 @@ async def serve(settings: CatalogSettings) -> None:
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
-    catalog = build_catalog(engine)
+    catalog = build_catalog(engine, hot_read_pool_size=settings.hot_read_pool_size)
     server = build_server(settings, catalog)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from modelhub.catalog.adapters.hot_reads import POOL_SIZE
 from modelhub.core.config import ServiceSettings, env_prefix
 
 GIB = 1024**3
@@ -21,6 +22,9 @@ class CatalogSettings(ServiceSettings):
     database_url: str = "postgresql://modelhub@127.0.0.1:5432/catalog"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    hot_read_pool_size: int = Field(default=POOL_SIZE, ge=1)
+    """Connections kept for GetModel and GetFileByHash beside the main pool, never more (adapters/hot_reads.py):
+    raise it with the calls in flight those reads see at peak; each is a PostgreSQL backend."""
     migrate_on_start: bool = True
     allocator_tuning: bool = True
     """At start-up, have glibc keep freed upload buffers for reuse (allocator.py; docs/catalog.md, Performance)."""

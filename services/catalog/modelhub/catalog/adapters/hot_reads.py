@@ -5,8 +5,9 @@ set and reset per checkout, no BEGIN and ROLLBACK) and are not pinged when check
 lookup by hash's CPU and one of its two round trips. Without the ping, a connection PostgreSQL dropped (a
 restart) fails once: `read` takes it out of the pool and runs the read again on the main engine, which pings.
 
-The pool keeps POOL_SIZE connections and never opens more: a read beyond them waits for a free one (reads hold
-one for about a millisecond) instead of opening another, which would cost PostgreSQL a new backend each time.
+The pool keeps `pool_size` connections (setting HOT_READ_POOL_SIZE, default POOL_SIZE) and never opens more: a
+read beyond them waits for a free one (reads hold one for about a millisecond) instead of opening another, which
+would cost PostgreSQL a new backend each time.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 POOL_SIZE: Final = 8
-"""Connections kept open. Measured with 16 lookups by hash in flight (docs/catalog.md, Lookup by hash): 4 kept
-plus 8 opened and closed as bursts came and went managed a third of the throughput of 8 kept, with 3-4x the p99."""
+"""Connections kept open by default. Measured with 16 lookups by hash in flight (docs/catalog.md, Lookup by
+hash): 4 kept plus 8 opened and closed as bursts came and went managed a third of the throughput of 8 kept, with
+3-4x the p99."""
 
 
-def hot_read_engine(engine: AsyncEngine) -> AsyncEngine:
+def hot_read_engine(engine: AsyncEngine, pool_size: int = POOL_SIZE) -> AsyncEngine:
     """The hot reads' pool, on `engine`'s database. It opens connections on first use; dispose() closes them."""
     return create_async_engine(
-        engine.url, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+        engine.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
     )
 
 
