@@ -11,7 +11,7 @@ from modelhub.core.events.aggregate import load, save
 from modelhub.core.events.model import START, NewEvent
 from modelhub.core.events.store import NO_STREAM, EventStore
 
-from .widgets import Widget, make_registry, renamed
+from .widgets import RENAMED, Widget, make_registry, renamed
 
 
 @pytest.fixture
@@ -34,6 +34,21 @@ async def test_append_then_read_stream(engine: AsyncEngine, store: EventStore) -
         "B",
     ]
     assert read[0].correlation_id == str(read[0].event_id)  # a root event correlates with itself
+
+
+async def test_read_stream_leaves_out_the_payloads_of_named_types(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        written = await store.append(
+            conn, "widget-bare", [NewEvent(renamed("A")), NewEvent(renamed("B"))], expected_version=NO_STREAM
+        )
+    async with engine.connect() as conn:
+        bare = await store.read_stream(conn, "widget-bare", without_payload=[RENAMED])
+        other = await store.read_stream(conn, "widget-bare", without_payload=["testing.SomethingElse"])
+    assert [(e.event_id, e.stream_version, e.event_type) for e in bare] == [
+        (e.event_id, e.stream_version, e.event_type) for e in written
+    ]
+    assert [e.payload for e in bare] == [b"", b""]
+    assert [e.payload for e in other] == [e.payload for e in written]
 
 
 async def test_stale_writer_gets_conflict_naming_current_version(engine: AsyncEngine, store: EventStore) -> None:

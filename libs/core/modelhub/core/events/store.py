@@ -17,7 +17,7 @@ writers) until it ends. docs/adr/0002-global-order-by-transaction-id.md gives th
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,9 @@ _READ_ALL = text(
 
 _READ_STREAM = text(
     f"""
-    SELECT {_COLUMNS} FROM events
+    SELECT {_COLUMNS.replace("payload,", "")},
+           CASE WHEN event_type = ANY(CAST(:bare AS text[])) THEN NULL ELSE payload END AS payload
+    FROM events
     WHERE stream_id = :stream_id AND stream_version > :after
     ORDER BY stream_version
     """
@@ -68,7 +70,7 @@ def _record(row: RowMapping) -> RecordedEvent:
         stream_version=row["stream_version"],
         event_type=row["event_type"],
         schema_version=row["schema_version"],
-        payload=bytes(row["payload"]),
+        payload=bytes(row["payload"] or b""),
         occurred_at=occurred_at,
         correlation_id=row["correlation_id"],
         causation_id=row["causation_id"],
@@ -161,9 +163,17 @@ class EventStore:
         )
         return int(result.scalar_one())
 
-    async def read_stream(self, conn: AsyncConnection, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        """The stream's events after `after_version`, in stream order."""
-        result = await conn.execute(_READ_STREAM, {"stream_id": stream_id, "after": after_version})
+    async def read_stream(
+        self, conn: AsyncConnection, stream_id: str, after_version: int = 0, *, without_payload: Collection[str] = ()
+    ) -> list[RecordedEvent]:
+        """The stream's events after `after_version`, in stream order (one statement: one consistent read).
+
+        Events of the types in `without_payload` come with an empty payload, their bytes neither sent nor decoded:
+        for a caller that needs only their place in the stream (an aggregate folding its events skips the state
+        snapshots written beside them, each as large as the whole state)."""
+        result = await conn.execute(
+            _READ_STREAM, {"stream_id": stream_id, "after": after_version, "bare": list(without_payload)}
+        )
         return [_record(row) for row in result.mappings()]
 
     async def read_all(self, conn: AsyncConnection, after: GlobalPosition, limit: int = 1000) -> list[RecordedEvent]:

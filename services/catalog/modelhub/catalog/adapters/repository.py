@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from modelhub.catalog.adapters.events import from_payload, snapshot, to_payload
+from modelhub.catalog.adapters.events import MODEL_SNAPSHOT, from_payload, snapshot, to_payload
 from modelhub.catalog.adapters.projection import ModelProjection
 from modelhub.catalog.domain.model import Model, stream_id, version_not_found
 from modelhub.core.events.model import NewEvent, RecordedEvent
@@ -29,11 +29,15 @@ class ModelRepository:
     async def load(self, model_id: str) -> Model:
         """The model folded from its stream (an empty, non-existent one if the stream is empty)."""
         model = Model(model_id)
-        for recorded in await self.store.read_stream(self.conn, stream_id(model_id)):
-            payload = self.store.registry.decode(recorded.event_type, recorded.schema_version, recorded.payload)
-            event = from_payload(payload)
-            if event is not None:
-                model.apply(event)
+        # The snapshots beside the events are the whole public state each: read without their bytes (folding
+        # skips them), or every command would read and decode the model's whole history of states.
+        stream = await self.store.read_stream(self.conn, stream_id(model_id), without_payload=(MODEL_SNAPSHOT,))
+        for recorded in stream:
+            if recorded.event_type != MODEL_SNAPSHOT:
+                payload = self.store.registry.decode(recorded.event_type, recorded.schema_version, recorded.payload)
+                event = from_payload(payload)
+                if event is not None:
+                    model.apply(event)
             model.version = recorded.stream_version
         return model
 
