@@ -1,10 +1,12 @@
-"""Wiring of the catalog's gallery and community (GalleryService, CommunityService, the stats and re-link jobs),
-from bootstrap.py with one line each. Nothing is built at import time."""
+"""Wiring of the catalog's gallery and community (GalleryService, CommunityService, the stats, re-link and image
+cleanup jobs), from bootstrap.py with one line each. Nothing is built at import time."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,7 @@ Job = tuple[float, asyncio.Event, Callable[[], Awaitable[int]], str]
 
 def image_blobs(data_dir: Path) -> BlobStore:
     """The image store: content-addressed like model files, in a directory of its own (data_dir/images), so
-    that the model files' blob collection never sees image blobs."""
+    that each blob collection sees only its own blobs."""
     return blob_store(data_dir / "images", MAX_IMAGE_BYTES)
 
 
@@ -67,10 +69,19 @@ def registrations(settings: CatalogSettings, catalog: Catalog) -> list[ServiceRe
 
 
 def jobs(settings: CatalogSettings, catalog: Catalog, stop: asyncio.Event) -> list[Job]:
-    """The stats job (model stats and image snapshots when counts changed) and the re-link job (images naming a
-    short hash that became known since), for bootstrap.serve."""
+    """The stats job (model stats and image snapshots when counts changed), the re-link job (images naming a
+    short hash that became known since) and, where the file jobs run (RUN_FILE_JOBS), the image cleanup job:
+    the collection of image blobs, on the files' cleanup schedule and with the same age (the upload session
+    lifetime), for bootstrap.serve."""
     stats = Stats(catalog.engine, catalog.store, clock=catalog.clock)
-    return [
+    gallery = build_gallery(settings, catalog)
+    scheduled: list[Job] = [
         (settings.stats_interval_seconds, stop, stats.run_once, "community stats"),
-        (settings.scan_interval_seconds, stop, build_gallery(settings, catalog).relink_queued, "image re-link"),
+        (settings.scan_interval_seconds, stop, gallery.relink_queued, "image re-link"),
     ]
+    if settings.run_file_jobs:
+        age = timedelta(seconds=settings.upload_session_ttl_seconds)
+        scheduled.append(
+            (settings.cleanup_interval_seconds, stop, partial(gallery.clean_up, older_than=age), "image cleanup")
+        )
+    return scheduled

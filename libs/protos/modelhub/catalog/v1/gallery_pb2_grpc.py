@@ -132,7 +132,8 @@ class GalleryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadImage(self, request, context):
-        """DownloadImage streams the image file (or the ComfyUI JSON stored with it).
+        """DownloadImage streams the image file (or the ComfyUI JSON stored with it). NOT_FOUND once the image is
+        deleted (its bytes are collected later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

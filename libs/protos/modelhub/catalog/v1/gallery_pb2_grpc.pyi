@@ -59,7 +59,9 @@ class GalleryServiceStub:
     DeleteImage: _grpc.UnaryUnaryMultiCallable[_gallery_pb2.DeleteImageRequest, _gallery_pb2.DeleteImageResponse]
     """DeleteImage deletes an image (a retry of a delete that succeeded succeeds again)."""
     DownloadImage: _grpc.UnaryStreamMultiCallable[_gallery_pb2.DownloadImageRequest, _gallery_pb2.DownloadImageResponse]
-    """DownloadImage streams the image file (or the ComfyUI JSON stored with it)."""
+    """DownloadImage streams the image file (or the ComfyUI JSON stored with it). NOT_FOUND once the image is
+    deleted (its bytes are collected later).
+    """
 
 @_typing.type_check_only
 class GalleryServiceAsyncStub(GalleryServiceStub):
@@ -92,7 +94,9 @@ class GalleryServiceAsyncStub(GalleryServiceStub):
     DeleteImage: _aio.UnaryUnaryMultiCallable[_gallery_pb2.DeleteImageRequest, _gallery_pb2.DeleteImageResponse]  # type: ignore[assignment]
     """DeleteImage deletes an image (a retry of a delete that succeeded succeeds again)."""
     DownloadImage: _aio.UnaryStreamMultiCallable[_gallery_pb2.DownloadImageRequest, _gallery_pb2.DownloadImageResponse]  # type: ignore[assignment]
-    """DownloadImage streams the image file (or the ComfyUI JSON stored with it)."""
+    """DownloadImage streams the image file (or the ComfyUI JSON stored with it). NOT_FOUND once the image is
+    deleted (its bytes are collected later).
+    """
 
 class GalleryServiceServicer(metaclass=_abc_1.ABCMeta):
     """GalleryService: images posted to model versions' galleries (or standalone) with the settings and resources
@@ -158,6 +162,8 @@ class GalleryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gallery_pb2.DownloadImageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gallery_pb2.DownloadImageResponse], _abc.AsyncIterator[_gallery_pb2.DownloadImageResponse]]:
-        """DownloadImage streams the image file (or the ComfyUI JSON stored with it)."""
+        """DownloadImage streams the image file (or the ComfyUI JSON stored with it). NOT_FOUND once the image is
+        deleted (its bytes are collected later).
+        """
 
 def add_GalleryServiceServicer_to_server(servicer: GalleryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

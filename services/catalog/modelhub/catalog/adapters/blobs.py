@@ -1,27 +1,13 @@
-"""The blob store as the file RPCs use it: one store per directory per process, what a completed upload is
-(format, validity, scan state), the stored blobs on disk, and the lock between completions and blob
-collection.
-
-Why a lock: identical content is stored once, so a new upload of bytes whose old blob is about to be
-collected (its file was removed) finishes by renaming its part onto that same path. A collector that decided
-"unreferenced" just before the rename and unlinks just after would delete the new file's bytes. Completions
-hold a shared PostgreSQL advisory lock from before the rename until their file is recorded; the collector
-takes it exclusively (or skips the round), so it never sees a blob between those two points.
+"""The blob store as the file RPCs use it: one store per directory per process, and what a completed upload is
+(format, validity, scan state). The collection of unreferenced blobs, and its lock, are in blob_collection.py.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelhub.catalog.domain.uploads import claimed_format, metadata_summary
 from modelhub.catalog.domain.vocabulary import FileFormat, ScanResult
@@ -31,8 +17,6 @@ from modelhub.catalog.files.formats import HEAD_SIZE, detect_format
 from modelhub.catalog.files.inspection import inspect_blob
 from modelhub.catalog.files.safetensors import parse_safetensors_header
 
-BLOB_LOCK: Final = "catalog:blobs"
-_SHA256_NAME: Final = re.compile(r"[0-9A-F]{64}")
 _INSPECTED_INLINE: Final = frozenset({FileFormat.SAFE_TENSOR, FileFormat.GGUF, FileFormat.ONNX})
 """Formats that hold no code: checked while the upload completes (header checks only, fast). Everything
 else may hide a pickle and is scanned by the background scanner."""
@@ -92,37 +76,3 @@ def inspect_upload(path: Path, size: int, file_name: str) -> Inspected:
         safetensors_metadata=metadata_summary(header.metadata) if header else None,
         tensor_count=len(header.tensors) if header else 0,
     )
-
-
-def stored_blobs(store: BlobStore) -> Iterator[tuple[str, float]]:
-    """(SHA256, modification time) of every blob on disk (layout: blobs/<SHA[:2]>/<SHA[2:4]>/<SHA>)."""
-    for first in os.scandir(store.root / "blobs"):
-        if not first.is_dir():
-            continue
-        for second in os.scandir(first.path):
-            if not second.is_dir():
-                continue
-            for entry in os.scandir(second.path):
-                if _SHA256_NAME.fullmatch(entry.name):
-                    try:
-                        yield entry.name, entry.stat().st_mtime
-                    except FileNotFoundError:
-                        continue
-
-
-@asynccontextmanager
-async def completion_guard(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Hold the shared blob lock for a completion (a transaction that writes nothing, so it gets no
-    transaction id and does not hold back event readers; its end releases the lock, even on errors)."""
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"), {"k": BLOB_LOCK})
-        try:
-            yield
-        finally:
-            await conn.rollback()
-
-
-async def try_collector_lock(conn: AsyncConnection) -> bool:
-    """Take the blob lock exclusively for the caller's transaction, if no completion holds it now."""
-    result = await conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": BLOB_LOCK})
-    return bool(result.scalar_one())

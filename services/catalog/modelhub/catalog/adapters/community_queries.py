@@ -209,6 +209,31 @@ async def list_images(
     return await _images(conn, where, {"key": key, "after": after, **viewer_params(actor)}, limit)
 
 
+async def referenced_image_blobs(conn: AsyncConnection, candidates: Sequence[str]) -> set[str]:
+    """Which of `candidates` (SHA256, upper case) an image that is not Deleted still uses: as its file, or as its
+    ComfyUI prompt or workflow JSON. Hidden images keep theirs (their owner may show them again).
+
+    One probe per candidate of the partial indexes of catalog_0005, which leave Deleted images out. Written as
+    EXISTS per candidate: with `column = ANY(:c)` the planner read the whole table for the jsonb columns (220 ms
+    instead of 6 ms for 1,000 candidates among 200,000 images)."""
+    result = await conn.execute(
+        text(
+            """
+            SELECT c.sha FROM unnest(CAST(:c AS text[])) AS c(sha)
+            WHERE EXISTS (SELECT 1 FROM images i WHERE i.status <> 'Deleted' AND i.blob_sha256 = c.sha)
+               OR EXISTS (SELECT 1 FROM images i WHERE i.status <> 'Deleted'
+                          AND i.generation->>'comfyui_prompt_sha256' <> ''
+                          AND i.generation->>'comfyui_prompt_sha256' = c.sha)
+               OR EXISTS (SELECT 1 FROM images i WHERE i.status <> 'Deleted'
+                          AND i.generation->>'comfyui_workflow_sha256' <> ''
+                          AND i.generation->>'comfyui_workflow_sha256' = c.sha)
+            """
+        ),
+        {"c": list(candidates)},
+    )
+    return {str(s) for s in result.scalars()}
+
+
 # -- linking resources ------------------------------------------------------------------------------------
 
 _LINKABLE: Final = """JOIN model_versions v ON v.model_version_id = f.model_version_id

@@ -32,7 +32,8 @@ Write paths, and what a crash, a retry or a race does to each (docs/catalog.md, 
   twice, and the second records nothing. Publication never waits for it.
 - Cleanup: expires sessions idle longer than the session lifetime (and deletes their bytes), removes part
   files no session owns, and deletes blobs that no file and no open session references, under the blob
-  lock (adapters/blobs.py) so that it never deletes bytes a completion is about to reference.
+  lock that completions hold (adapters/blob_collection.py) so that it never deletes bytes a completion is
+  about to reference.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,7 +52,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from uuid_utils.compat import uuid7
 
 from modelhub.catalog.adapters import downloads, hot_reads, queries, uploads
-from modelhub.catalog.adapters.blobs import completion_guard, inspect_upload, stored_blobs, try_collector_lock
+from modelhub.catalog.adapters.blob_collection import FILE_BLOBS_LOCK, BlobCollector
+from modelhub.catalog.adapters.blobs import inspect_upload
 from modelhub.catalog.adapters.events import timestamp
 from modelhub.catalog.adapters.repository import ModelRepository
 from modelhub.catalog.domain.commands import Actor
@@ -90,8 +91,6 @@ SCAN_BATCH: Final = 20
 AUTO_V3_BATCH: Final = 20
 FLUSH_BATCH: Final = 500
 EXPIRE_BATCH: Final = 1000
-COLLECT_BATCH: Final = 1000
-COMPLETIONS_AT_ONCE: Final = 4
 
 
 def downloads_stream(model_version_id: str) -> str:
@@ -163,9 +162,8 @@ class FileCatalog:
         self.clock = clock
         self.session_ttl = session_ttl
         self.download_window_seconds = download_window_seconds
-        # A completion holds a pooled connection (the blob lock) while it uses others: bounding how many run
-        # at once keeps a burst of them from taking the whole pool and waiting on each other.
-        self._completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
+        self.collector = BlobCollector(engine, blobs, FILE_BLOBS_LOCK, uploads.referenced_blobs)
+        """The blob collection, and its lock that completions hold (it also bounds how many run at once)."""
         self._auto_v3_skipped: set[str] = set()
         """Files the AutoV3 job failed on (see hash_auto_v3)."""
 
@@ -302,7 +300,7 @@ class FileCatalog:
         Raises the refusal (InvalidFile, or the aggregate's: version deleted, name taken, ...) after
         recording it on the session."""
         upload_id = session.upload_id
-        async with self._completions, completion_guard(self.engine):
+        async with self.collector.writing():
             stored = await asyncio.to_thread(self.blobs.finish, upload_id)
             async with self.engine.begin() as conn:
                 await uploads.record_blob(conn, upload_id, stored.hashes.sha256)
@@ -551,18 +549,4 @@ class FileCatalog:
 
         The age matters for one case only: a completion that crashed after storing its blob and before
         noting it on its session; its retry finds the blob as long as the session lives."""
-        cutoff = time.time() - older_than.total_seconds()
-        candidates = [
-            sha for sha, mtime in await asyncio.to_thread(lambda: list(stored_blobs(self.blobs))) if mtime <= cutoff
-        ]
-        removed: list[str] = []
-        for start in range(0, len(candidates), COLLECT_BATCH):
-            batch = candidates[start : start + COLLECT_BATCH]
-            async with self.engine.begin() as conn:
-                if not await try_collector_lock(conn):
-                    return removed  # completions in flight: next round
-                referenced = await uploads.referenced_blobs(conn, batch)
-                for sha in batch:
-                    if sha not in referenced and await asyncio.to_thread(self.blobs.delete, sha):
-                        removed.append(sha)
-        return removed
+        return await self.collector.collect(older_than)

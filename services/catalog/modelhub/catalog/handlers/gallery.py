@@ -1,21 +1,33 @@
-"""Use cases of the gallery: post, read, list, edit, delete and download images.
+"""Use cases of the gallery: post, read, list, edit, delete and download images, and the collection of image
+blobs no image uses any more.
 
 Posting, step by step, and what a crash at each step leaves:
 1. the bytes are fingerprinted (which also refuses what is not a whole, supported, reasonably sized image)
    and their generation metadata read; nothing is stored yet;
-2. the file (and ComfyUI's JSON, if any) go to the content-addressed image store: identical bytes are one
-   blob, so a retry stores nothing new; a crash after this step leaves an unreferenced blob (never served);
-3. one transaction links the resources to versions, appends catalog.ImagePosted and catalog.ImageSnapshot,
+2. the shared lock of the image blob collection is taken (adapters/blob_collection.py), held until step 4
+   ends, committed or not: a collection never deletes bytes between their storing and their image's commit,
+   even when a deleted image's identical, unreferenced blob was about to be collected;
+3. the file (and ComfyUI's JSON, if any) go to the content-addressed image store: identical bytes are one
+   blob (stored again onto the same path); a crash after this step leaves an unreferenced blob, never served,
+   which the collection deletes once older than its age;
+4. one transaction links the resources to versions, appends catalog.ImagePosted and catalog.ImageSnapshot,
    and fills the read models; a crash before its commit leaves nothing else.
 With a request id, a retry after a lost answer returns the image the first attempt posted (also when both
-race: the second's request row clashes, and it returns the winner's image).
+race: the second's request row clashes, and it returns the winner's image); a retry after a crash before the
+commit posts anew, storing the bytes again.
+
+Deleting an image keeps its row and events (the log is append-only) but no longer serves its files; the
+collection (`collect_blobs`, run by the image cleanup job) deletes a blob once no image that is not Deleted
+uses it (Hidden images keep theirs) and it is older than the age. A crash mid-collection leaves blobs that the
+next round deletes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import BinaryIO, Final
 
@@ -25,14 +37,17 @@ from uuid_utils.compat import uuid7
 
 from modelhub.catalog.adapters import community_queries as q
 from modelhub.catalog.adapters import relink
+from modelhub.catalog.adapters.blob_collection import IMAGE_BLOBS_LOCK, BlobCollector
 from modelhub.catalog.adapters.community_projection import image_fingerprint
 from modelhub.catalog.adapters.community_repository import CommunityRepository
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.domain.community_base import not_found
+from modelhub.catalog.domain.community_events import GenerationSettings
 from modelhub.catalog.domain.gallery import (
     MAX_IMAGE_BYTES,
     Image,
     ImageCounts,
+    ImageStatus,
     StoredImage,
     choose_link,
     hash_link,
@@ -43,6 +58,7 @@ from modelhub.catalog.domain.gallery import (
     settings_of,
 )
 from modelhub.catalog.files.blobstore import BlobStore
+from modelhub.catalog.files.errors import BlobNotFound
 from modelhub.catalog.handlers import Clock, utcnow
 from modelhub.catalog.handlers.community_support import (
     UseCases,
@@ -53,8 +69,10 @@ from modelhub.catalog.handlers.community_support import (
     visible_version,
 )
 from modelhub.catalog.images import GenerationMetadata, fingerprint_image, read_generation_metadata
-from modelhub.core.errors import FieldViolation, InvalidArgument
+from modelhub.core.errors import FieldViolation, InvalidArgument, NotFound
 from modelhub.core.events.store import EventStore
+
+log = logging.getLogger(__name__)
 
 RELINK_BATCH: Final = 20
 """Queued short hashes the re-link job handles per round."""
@@ -93,6 +111,8 @@ class Gallery(UseCases):
     def __init__(self, engine: AsyncEngine, store: EventStore, blobs: BlobStore, *, clock: Clock = utcnow) -> None:
         super().__init__(engine, store, clock=clock)
         self.blobs = blobs
+        self.collector = BlobCollector(engine, blobs, IMAGE_BLOBS_LOCK, q.referenced_image_blobs)
+        """The image blob collection, and its lock that posts hold (it also bounds how many store at once)."""
 
     # -- posting ------------------------------------------------------------------------------------------
 
@@ -104,12 +124,6 @@ class Gallery(UseCases):
         if existing := await self.created_by(actor, "image", new.request_id, digest):
             return await self.get_image(actor, existing)
         metadata = merge_metadata(await asyncio.to_thread(read_generation_metadata, new.data), new.stated)
-        await asyncio.to_thread(self._store, new.data)
-        settings = settings_of(
-            metadata,
-            await asyncio.to_thread(self._store_text, metadata.comfyui_prompt),
-            await asyncio.to_thread(self._store_text, metadata.comfyui_workflow),
-        )
         stored = StoredImage(
             fingerprint.sha256,
             fingerprint.mime_type,
@@ -121,7 +135,7 @@ class Gallery(UseCases):
         )
         image_id = str(uuid7())
 
-        async def post(repo: CommunityRepository, now: datetime) -> str:
+        async def post(settings: GenerationSettings, repo: CommunityRepository, now: datetime) -> str:
             gallery = None
             if new.gallery_version_id:
                 gallery = version_ref(await visible_version(repo.conn, actor, new.gallery_version_id))
@@ -149,7 +163,14 @@ class Gallery(UseCases):
             return image_id
 
         try:
-            posted = await self.run(None, post)
+            async with self.collector.writing():  # from storing the bytes until the image is committed
+                await asyncio.to_thread(self._store, new.data)
+                settings = settings_of(
+                    metadata,
+                    await asyncio.to_thread(self._store_text, metadata.comfyui_prompt),
+                    await asyncio.to_thread(self._store_text, metadata.comfyui_workflow),
+                )
+                posted = await self.run(None, partial(post, settings))
         except exc.IntegrityError as error:
             if not is_request_clash(error):
                 raise
@@ -273,17 +294,44 @@ class Gallery(UseCases):
 
     async def open_part(self, actor: Actor | None, image_id: str, part: str) -> tuple[str, int, BinaryIO]:
         """(content type, size, open file) of the image file ("file") or its ComfyUI JSON ("comfyui_prompt",
-        "comfyui_workflow"); NotFound when the image is not visible or has no such part."""
-        view = await self.get_image(actor, image_id)
-        row = view.row
+        "comfyui_workflow"); NotFound when the image is not visible, is deleted, or has no such part (also when
+        the part's bytes are gone)."""
+        row = (await self.get_image(actor, image_id)).row
+        if row.status == ImageStatus.DELETED:  # its owner and moderators still see it; its files are not served
+            raise NotFound(
+                f"image {image_id} is deleted: its files are no longer served",
+                reason="IMAGE_DELETED",
+                metadata={"image_id": image_id},
+            )
         sha, mime = {
             "file": (row.blob_sha256, row.mime_type),
             "comfyui_prompt": (row.generation.comfyui_prompt_sha256, "application/json"),
             "comfyui_workflow": (row.generation.comfyui_workflow_sha256, "application/json"),
         }[part]
+        absent = not_found(f"image {part.replace('_', ' ')}", image_id)
         if not sha:
-            raise not_found(f"image {part.replace('_', ' ')}", image_id)
-        handle = await asyncio.to_thread(self.blobs.open_blob, sha)
+            raise absent
+        try:
+            handle = await asyncio.to_thread(self.blobs.open_blob, sha)
+        except BlobNotFound:
+            # Deleted (and collected) since it was read, or the image store lost it (restored from another time).
+            log.warning("image %s: its %s (blob %s) is not in the image store", image_id, part, sha)
+            raise absent from None
         size = await asyncio.to_thread(lambda: handle.seek(0, 2))
         handle.seek(0)
         return mime, size, handle
+
+    # -- blob collection ----------------------------------------------------------------------------------
+
+    async def collect_blobs(self, older_than: timedelta) -> list[str]:
+        """Delete image blobs unmodified for `older_than` that no image that is not Deleted uses (file or ComfyUI
+        JSON); returns their SHA256s (see the module doc)."""
+        return await self.collector.collect(older_than)
+
+    async def clean_up(self, *, older_than: timedelta) -> int:
+        """The image cleanup job's round: collect, and log what was collected. Returns 0 (a round does all it
+        can: nothing to run again at once)."""
+        collected = await self.collect_blobs(older_than)
+        if collected:
+            log.info("image cleanup: %d blobs collected", len(collected))
+        return 0
