@@ -34,6 +34,7 @@ from modelhub.ledger.entrypoints.consumers import (
     REWARDS_CONSUMER,
     build_rewards_consumer,
     reward_policy,
+    rewards_consumer_settings,
     serve_rewards,
 )
 from modelhub.ledger.handlers import Ledger
@@ -397,3 +398,13 @@ async def test_run_rewards_returns_when_stopped_while_waiting(ledger: Ledger, nc
 def test_envelopes_round_trip() -> None:
     env = envelope(review("alice"))
     assert envelope_pb2.EventEnvelope.FromString(env.SerializeToString()) == env
+
+
+def test_the_rewards_inbox_is_kept_for_the_configured_days() -> None:
+    """The service's consumer prunes its inbox after rewards_inbox_retention_days (0 keeps it forever)."""
+    kept = rewards_consumer_settings(LedgerSettings())
+    assert (kept.batch_size, kept.inbox_retention) == (100, timedelta(days=7))
+    assert rewards_consumer_settings(LedgerSettings(rewards_inbox_retention_days=0.5)).inbox_retention == timedelta(
+        hours=12
+    )
+    assert rewards_consumer_settings(LedgerSettings(rewards_inbox_retention_days=0)).inbox_retention is None

@@ -38,6 +38,10 @@ class LedgerSettings(ServiceSettings):
     migrate_on_start: bool = True
     run_rewards: bool = True
     """Grant reward Buzz for catalog events from this process (the consumer "ledger-rewards")."""
+    rewards_inbox_retention_days: float = Field(default=7.0, ge=0)
+    """The rewards consumer's inbox rows (the ids of events handled) are deleted after this many days; 0 keeps
+    them forever. Safe because a grant's idempotency key (`reward:<event id>`, kept by the ledger for good) makes
+    an event handled twice grant nothing twice."""
     reward_review_amount: int = Field(default=5, ge=0, le=INT64_MAX)
     """Blue Buzz a user earns per review written (0 turns the rule off)."""
     reward_review_daily_cap: int = Field(default=50, ge=0, le=INT64_MAX)

@@ -20,6 +20,10 @@ takes the remainder of the cap, grants it, adds it to the total. In the crash wi
 lags the ledger until the event is redelivered, so another event of the same user, rule and day handled
 in between may be granted up to one grant past the cap; the redelivery then catches the total up. Never
 twice the same event, and the audit (sum of postings, balances) is never affected.
+
+The inbox rows are deleted after `rewards_inbox_retention_days` (7): an event replayed after that (the stream
+replayed to a new consumer) finds its grant under its key and grants nothing; it adds that grant once more to
+its own, long past, day's total, which no grant of today reads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 
 from google.protobuf.message import Message
 from nats.aio.client import Client
@@ -208,6 +213,13 @@ def build_rewards_consumer(
     )
 
 
+def rewards_consumer_settings(settings: LedgerSettings) -> ConsumerSettings:
+    """How the service's rewards consumer pulls, and how long it keeps its inbox rows (see the module doc: the
+    grants' idempotency keys make a replayed event harmless once its row is gone)."""
+    days = settings.rewards_inbox_retention_days
+    return ConsumerSettings(batch_size=100, inbox_retention=timedelta(days=days) if days else None)
+
+
 async def serve_rewards(
     ledger: Ledger, settings: LedgerSettings, stop: asyncio.Event, *, retry_interval: float = 2.0
 ) -> None:
@@ -217,7 +229,9 @@ async def serve_rewards(
     if nc is None:
         return
     try:
-        consumer = build_rewards_consumer(ledger, nc, reward_policy(settings))
+        consumer = build_rewards_consumer(
+            ledger, nc, reward_policy(settings), settings=rewards_consumer_settings(settings)
+        )
         await consumer.run_when_stream_exists(stop, retry_interval=retry_interval, replicas=settings.stream_replicas)
     finally:
         await nc.close()
