@@ -34,11 +34,12 @@ from modelhub.core.telemetry.propagation import inject_headers
 NO_STREAM = 0
 """Expected version of a stream that must not exist yet."""
 
-_COLUMNS = (
+_COLUMNS_BUT_PAYLOAD = (
     # xid8 read as text under another name: ORDER BY must still see the xid8 column, not this alias.
     "position, transaction_id::text AS transaction_id_text, event_id, stream_id, stream_version, event_type, "
-    "schema_version, payload, occurred_at, correlation_id, causation_id, traceparent, tracestate"
+    "schema_version, occurred_at, correlation_id, causation_id, traceparent, tracestate"
 )
+_COLUMNS = f"{_COLUMNS_BUT_PAYLOAD}, payload"
 
 _READ_ALL = text(
     f"""
@@ -52,7 +53,7 @@ _READ_ALL = text(
 
 _READ_STREAM = text(
     f"""
-    SELECT {_COLUMNS.replace("payload,", "")},
+    SELECT {_COLUMNS_BUT_PAYLOAD},
            CASE WHEN event_type = ANY(CAST(:bare AS text[])) THEN NULL ELSE payload END AS payload
     FROM events
     WHERE stream_id = :stream_id AND stream_version > :after

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 CATALOG = "catalog"
 REWARDS_CONSUMER = "ledger-rewards"
+REWARDS_BATCH_SIZE = 100
 REVIEW_CREATED = "catalog.ReviewCreated"
 MODEL_VERSION_PUBLISHED = "catalog.ModelVersionPublished"
 DOWNLOADS_COUNTED = "catalog.DownloadsCounted"
@@ -209,7 +210,7 @@ def build_rewards_consumer(
         stream=events_stream_name(producer),
         subject=events_subject(producer),
         handlers=RewardGrants(ledger, policy).handlers,
-        settings=settings or ConsumerSettings(batch_size=100),
+        settings=settings or ConsumerSettings(batch_size=REWARDS_BATCH_SIZE),
     )
 
 
@@ -217,7 +218,7 @@ def rewards_consumer_settings(settings: LedgerSettings) -> ConsumerSettings:
     """How the service's rewards consumer pulls, and how long it keeps its inbox rows (see the module doc: the
     grants' idempotency keys make a replayed event harmless once its row is gone)."""
     days = settings.rewards_inbox_retention_days
-    return ConsumerSettings(batch_size=100, inbox_retention=timedelta(days=days) if days else None)
+    return ConsumerSettings(batch_size=REWARDS_BATCH_SIZE, inbox_retention=timedelta(days=days) if days else None)
 
 
 async def serve_rewards(
