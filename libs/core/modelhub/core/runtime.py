@@ -6,7 +6,8 @@ such objects by the hundred thousand: passes run thousands of times a second, ea
 has built so far, and the survivors are promoted and walked again by the older generations' passes. Measured on
 the search consumer (bench/search/indexing_profile.py), this cost about a fifth of its CPU. Objects here are
 freed by reference counting as soon as they are dropped; the collector is only needed for reference cycles,
-which are rare and small in this code, so collecting them less often costs little memory.
+which are rare and small in this code, so collecting them less often costs little memory
+(docs/adr/0011-garbage-collector-settled-after-start-up.md).
 """
 
 from __future__ import annotations
