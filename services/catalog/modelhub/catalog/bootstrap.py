@@ -71,8 +71,9 @@ def build_server(settings: CatalogSettings, catalog: Catalog) -> GrpcServer:
     services = registrations(settings, catalog)
     public = frozenset().union(*(getattr(s.servicer, "public_methods", frozenset()) for s in services))
     # Upload chunks are up to upload_chunk_max_bytes; leave room for the rest of the message. Only what the
-    # server receives is bounded by the chunk size: responses (a model with many files) keep gRPC's default
-    # send limit, and download chunks are sized by download_chunk_bytes.
+    # server receives is bounded by the chunk size: gRPC servers send responses of any size (a model with many
+    # files; clients' own receive limit, 4 MiB by default, applies there), and download chunks are sized by
+    # download_chunk_bytes.
     limit = max(settings.upload_chunk_max_bytes + 64 * 1024, 4 * 1024 * 1024)
     options = [("grpc.max_receive_message_length", limit)]
     return GrpcServer(settings, services, public_methods=public, options=options)
