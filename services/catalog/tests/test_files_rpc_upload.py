@@ -180,6 +180,33 @@ async def test_safetensors_metadata_is_kept_as_a_bounded_summary(files_stub: Fil
     assert len(kept["ss_tag_frequency"]) == 2000 and kept["ss_tag_frequency"].endswith("…")
 
 
+async def test_get_model_leaves_out_the_metadata_summaries_in_its_basic_view(
+    files_stub: FileServiceStub, models_stub: ModelServiceStub, version_id: str
+) -> None:
+    """MODEL_VIEW_BASIC: every file without its safetensors metadata summary (a model with many files stays
+    under clients' default receive limit); unset and FULL carry it; an unknown view is INVALID_ARGUMENT."""
+    done = await upload(files_stub, version_id, safetensors_bytes(metadata={"ss_base_model_version": "sdxl"}))
+
+    async def files(view: int) -> list[pb.ModelFile]:
+        request = pb.GetModelRequest(model_id=done.model_id, view=view)  # type: ignore[arg-type]
+        model = (await models_stub.GetModel(request, metadata=ALICE_MD)).model
+        return [f for v in model.versions for f in v.files]
+
+    full, unset, basic = (
+        await files(pb.MODEL_VIEW_FULL),
+        await files(pb.MODEL_VIEW_UNSPECIFIED),
+        await files(pb.MODEL_VIEW_BASIC),
+    )
+    assert full == unset and [dict(f.safetensors_metadata) for f in full] == [{"ss_base_model_version": "sdxl"}]
+    assert [dict(f.safetensors_metadata) for f in basic] == [{}]
+    for f in basic:
+        f.safetensors_metadata.update(full[0].safetensors_metadata)
+    assert basic == full  # nothing else differs (tensor_count, hashes, scan result...)
+    refused = await failure(files(7))
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in refused.violations] == ["view"]
+
+
 async def test_a_retried_start_with_the_same_request_id_opens_one_session(
     files_stub: FileServiceStub, version_id: str, settings: CatalogSettings
 ) -> None:

@@ -56,6 +56,36 @@ LINEAGE_RELATION_FORK: LineageRelation.ValueType  # 5
 """A copy of the parent continued independently."""
 Global___LineageRelation: _TypeAlias = LineageRelation  # noqa: Y015
 
+class _ModelView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_VIEW_UNSPECIFIED: _ModelView.ValueType  # 0
+    """The same as MODEL_VIEW_FULL."""
+    MODEL_VIEW_FULL: _ModelView.ValueType  # 1
+    """Every field, each safetensors file's metadata summary included (up to 64,000 characters a file)."""
+    MODEL_VIEW_BASIC: _ModelView.ValueType  # 2
+    """Each file without its safetensors metadata summary (tensor_count stays): for models with many files,
+    whose full response can pass the 4 MiB that gRPC clients accept by default. GetFileByHash returns one
+    file with its summary.
+    """
+
+class ModelView(_ModelView, metaclass=_ModelViewEnumTypeWrapper):
+    """ModelView: how much of each file a model response carries."""
+
+MODEL_VIEW_UNSPECIFIED: ModelView.ValueType  # 0
+"""The same as MODEL_VIEW_FULL."""
+MODEL_VIEW_FULL: ModelView.ValueType  # 1
+"""Every field, each safetensors file's metadata summary included (up to 64,000 characters a file)."""
+MODEL_VIEW_BASIC: ModelView.ValueType  # 2
+"""Each file without its safetensors metadata summary (tensor_count stays): for models with many files,
+whose full response can pass the 4 MiB that gRPC clients accept by default. GetFileByHash returns one
+file with its summary.
+"""
+Global___ModelView: _TypeAlias = ModelView  # noqa: Y015
+
 class _LineageDirection:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -725,20 +755,23 @@ Global___DeleteModelResponse: _TypeAlias = DeleteModelResponse  # noqa: Y015
 
 @_typing.final
 class GetModelRequest(_message.Message):
-    """GetModelRequest names a model."""
+    """GetModelRequest names a model, and how much of each file the response carries."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
+    view: Global___ModelView.ValueType
     def __init__(
         self,
         *,
         model_id: _builtins.str = ...,
+        view: Global___ModelView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,14 +14,12 @@ from google.protobuf.message import Message
 
 from modelhub.catalog.domain.commands import Violations
 from modelhub.catalog.domain.downloads import hash_query
-from modelhub.catalog.domain.events import ModelFile
 from modelhub.catalog.domain.uploads import UploadStatus, upload_request
 from modelhub.catalog.domain.vocabulary import ScanResult
-from modelhub.catalog.entrypoints.grpc_models import model_pb
+from modelhub.catalog.entrypoints.grpc_models import file_pb, model_pb
 from modelhub.catalog.entrypoints.grpc_support import Context, actor, optional_actor, to_timestamp
 from modelhub.catalog.handlers.files import FileCatalog, UploadView
 from modelhub.catalog.v1 import files_pb2 as pb
-from modelhub.catalog.v1 import models_pb2
 from modelhub.core.errors import FieldViolation, InvalidArgument
 from modelhub.core.grpc.registration import Undecodable, add_service, lenient, reject_undecodable
 
@@ -89,25 +87,6 @@ def _chunk_of(message: pb.UploadFileRequest) -> bytes:
             violations=[FieldViolation("target", "is allowed in the first message only")],
         )
     return message.chunk
-
-
-def file_pb(file: ModelFile, *, downloadable: bool) -> models_pb2.ModelFile:
-    return models_pb2.ModelFile(
-        file_id=file.file_id,
-        name=file.name,
-        type=file.type,
-        format=file.format,
-        size_bytes=file.size_bytes,
-        precision=file.precision,
-        size_kind=file.size_kind,
-        blob_sha256=file.blob_sha256,
-        hashes=[models_pb2.FileHash(kind=h.kind, value=h.value) for h in file.hashes],
-        scan_result=file.scan_result,
-        scan_message=file.scan_message,
-        safetensors_metadata=dict(file.safetensors_metadata),
-        tensor_count=file.tensor_count,
-        downloadable=downloadable,
-    )
 
 
 def _log_outcome(task: asyncio.Task[UploadView]) -> None:

@@ -12,7 +12,7 @@ import grpc.aio
 
 from modelhub.catalog.domain import commands
 from modelhub.catalog.domain.commands import Actor, ParentRequest, Violations
-from modelhub.catalog.domain.events import License
+from modelhub.catalog.domain.events import License, ModelFile
 from modelhub.catalog.domain.model import Model
 from modelhub.catalog.domain.vocabulary import Relation
 from modelhub.catalog.entrypoints.grpc_support import (
@@ -44,6 +44,7 @@ RELATIONS: Final[Mapping[pb.LineageRelation.ValueType, Relation]] = {
     pb.LINEAGE_RELATION_QUANTIZED_OF: Relation.QUANTIZED_OF,
     pb.LINEAGE_RELATION_FORK: Relation.FORK,
 }
+_MODEL_VIEWS: Final = frozenset({pb.MODEL_VIEW_UNSPECIFIED, pb.MODEL_VIEW_FULL, pb.MODEL_VIEW_BASIC})
 _RELATION_PB: Final[Mapping[Relation, pb.LineageRelation.ValueType]] = {v: k for k, v in RELATIONS.items()}
 _MODEL_MASK: Final = frozenset({"name", "description", "type", "tags", "license"})
 _VERSION_MASK: Final = frozenset({"name", "base_model", "trained_words", "changelog", "early_access_days"})
@@ -119,8 +120,29 @@ def _decode_cursor(cursor: str) -> str | None:
 # -- domain -> protobuf -------------------------------------------------------------------------------------
 
 
-def model_pb(model: Model, viewer: Actor | None, *, with_versions: bool = True) -> pb.Model:
-    """The model as `viewer` may see it: versions they may not see are left out, newest first."""
+def file_pb(file: ModelFile, *, downloadable: bool, metadata: bool = True) -> pb.ModelFile:
+    """A file as the API shows it; without `metadata`, its safetensors metadata summary is left out."""
+    return pb.ModelFile(
+        file_id=file.file_id,
+        name=file.name,
+        type=file.type,
+        format=file.format,
+        size_bytes=file.size_bytes,
+        precision=file.precision,
+        size_kind=file.size_kind,
+        blob_sha256=file.blob_sha256,
+        hashes=[pb.FileHash(kind=h.kind, value=h.value) for h in file.hashes],
+        scan_result=file.scan_result,
+        scan_message=file.scan_message,
+        safetensors_metadata=dict(file.safetensors_metadata) if metadata else None,
+        tensor_count=file.tensor_count,
+        downloadable=downloadable,
+    )
+
+
+def model_pb(model: Model, viewer: Actor | None, *, with_versions: bool = True, file_metadata: bool = True) -> pb.Model:
+    """The model as `viewer` may see it: versions they may not see are left out, newest first; without
+    `file_metadata`, each file without its safetensors metadata summary (ModelView BASIC)."""
     message = pb.Model(
         model_id=model.id,
         name=model.name,
@@ -165,22 +187,7 @@ def model_pb(model: Model, viewer: Actor | None, *, with_versions: bool = True) 
                 created_at=to_timestamp(version.created_at),
                 updated_at=to_timestamp(version.updated_at),
                 files=[
-                    pb.ModelFile(
-                        file_id=f.file_id,
-                        name=f.name,
-                        type=f.type,
-                        format=f.format,
-                        size_bytes=f.size_bytes,
-                        precision=f.precision,
-                        size_kind=f.size_kind,
-                        blob_sha256=f.blob_sha256,
-                        hashes=[pb.FileHash(kind=h.kind, value=h.value) for h in f.hashes],
-                        scan_result=f.scan_result,
-                        scan_message=f.scan_message,
-                        safetensors_metadata=dict(f.safetensors_metadata),
-                        tensor_count=f.tensor_count,
-                        downloadable=model.file_downloadable(version, f, viewer),
-                    )
+                    file_pb(f, downloadable=model.file_downloadable(version, f, viewer), metadata=file_metadata)
                     for f in version.files.values()
                 ],
                 parents=[
@@ -287,8 +294,13 @@ class ModelServicer:
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.GetModelResponse:  # noqa: N802 - generated name
         viewer = optional_actor()
-        model = await self.models.get_model(viewer, _required("model_id", request.model_id))
-        return pb.GetModelResponse(model=model_pb(model, viewer))
+        model_id = _required("model_id", request.model_id)
+        if request.view not in _MODEL_VIEWS:
+            v = Violations()
+            v.add("view", f"must be MODEL_VIEW_FULL or MODEL_VIEW_BASIC (or unset); got {request.view}")
+            v.raise_if_any("request")
+        model = await self.models.get_model(viewer, model_id)
+        return pb.GetModelResponse(model=model_pb(model, viewer, file_metadata=request.view != pb.MODEL_VIEW_BASIC))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:  # noqa: N802 - generated name
         viewer = optional_actor()
