@@ -9,10 +9,12 @@ import grpc
 import pytest
 
 from modelhub.catalog.bootstrap import Catalog
+from modelhub.catalog.domain import commands
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.domain.events import License
 from modelhub.catalog.v1 import models_pb2 as pb
 from modelhub.catalog.v1.models_pb2_grpc import ModelServiceStub
+from modelhub.core.errors import PermissionDenied
 from modelhub.core.grpc.errors import RpcErrorDetails, error_details
 
 from .conftest import auth
@@ -204,3 +206,50 @@ async def test_only_the_owner_declares_a_versions_parents(models_stub: ModelServ
     _, base = await published_model(catalog.models, name="base")
     details = await failure(declare(models_stub, theirs, await current(catalog, theirs), parent(base), who="carol"))
     assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_MODEL_OWNER")
+
+
+SAME_LICENSE_ONLY = License(allow_commercial_use=("Image",), allow_different_license=False)
+
+
+async def test_derivatives_of_a_model_that_allows_no_other_license_keep_its_permissions(
+    models_stub: ModelServiceStub, catalog: Catalog
+) -> None:
+    """Civitai's "use different permissions on merges" off: a finetune, merge, quantization or fork keeps the
+    parent's license (adapters, and the parent's own creator, are free); a later license change is held to it."""
+    _, strict = await published_model(catalog.models, BOB, name="strict", license=SAME_LICENSE_ONLY)
+    _, loose = await published_model(catalog.models, name="loose")  # Civitai's defaults: everything allowed
+    for relation in (FINETUNE, FORK, pb.LINEAGE_RELATION_QUANTIZED_OF):
+        refused = await failure(declare(models_stub, loose, await current(catalog, loose), parent(strict, relation)))
+        assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED, "DIFFERENT_LICENSE_NOT_ALLOWED")
+        assert "allow_commercial_use=['Image']" in refused.message
+    assert (
+        not (await catalog.models.get_model(ALICE, await catalog.models._model_of_version(loose)))
+        .versions[loose]
+        .parents
+    )
+    adapter = await declare(models_stub, loose, await current(catalog, loose), parent(strict, ADAPTER_OF))
+    assert adapter.model.versions[0].parents[0].relation == ADAPTER_OF
+    _, bobs = await published_model(catalog.models, BOB, name="bob's own")
+    assert (await declare(models_stub, bobs, await current(catalog, bobs), parent(strict), who="bob")).model
+
+    # A merge with the strict parent: the child must carry the strict parent's permissions.
+    _, matching = await published_model(catalog.models, name="matching", license=SAME_LICENSE_ONLY)
+    merged = await declare(
+        models_stub, matching, await current(catalog, matching), parent(strict, MERGE, 0.5), parent(loose, MERGE, 0.5)
+    )
+    assert {p.parent_version_id for p in merged.model.versions[0].parents} == {strict, loose}
+
+    # Its creator may edit everything but those permissions.
+    model = await catalog.models.get_model(ALICE, merged.model.model_id)
+    relicensed = commands.ModelChanges(license=License())
+    with pytest.raises(PermissionDenied) as caught:
+        await catalog.models.update_model(ALICE, model.id, model.version, relicensed)
+    assert caught.value.reason == "DIFFERENT_LICENSE_NOT_ALLOWED"
+    assert (await catalog.models.get_model(ALICE, model.id)).license == SAME_LICENSE_ONLY
+    renamed = await catalog.models.update_model(ALICE, model.id, model.version, commands.ModelChanges(name="renamed"))
+    assert (renamed.name, renamed.license) == ("renamed", SAME_LICENSE_ONLY)
+    # Once the version that declared the parent is deleted, the license is free again.
+    model, second = await ready_version(catalog.models, ALICE, renamed, name="v2")
+    model = await catalog.models.publish_version(ALICE, second, model.version)
+    model = await catalog.models.delete_version(ALICE, matching, model.version)
+    assert (await catalog.models.update_model(ALICE, model.id, model.version, relicensed)).license == License()

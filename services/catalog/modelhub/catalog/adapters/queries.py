@@ -185,32 +185,65 @@ class VersionNode:
     model_name: str
     owner_id: str
     model_status: str
-    allow_derivatives: bool
+    license: License
+    """The license of the version's model."""
+
+
+_LICENSE_COLUMNS = "m.allow_no_credit, m.allow_commercial_use, m.allow_derivatives, m.allow_different_license"
+
+
+def _node(r: RowMapping) -> VersionNode:
+    return VersionNode(
+        r["model_version_id"],
+        r["model_id"],
+        r["version_name"],
+        r["base_model"],
+        r["version_status"],
+        r["model_name"],
+        r["owner_id"],
+        r["model_status"],
+        _license(r),
+    )
+
+
+def _license(row: RowMapping) -> License:
+    return License(
+        allow_no_credit=row["allow_no_credit"],
+        allow_commercial_use=tuple(row["allow_commercial_use"]),
+        allow_derivatives=row["allow_derivatives"],
+        allow_different_license=row["allow_different_license"],
+    )
 
 
 async def version_nodes(conn: AsyncConnection, version_ids: Sequence[str]) -> dict[str, VersionNode]:
     result = await conn.execute(
         text(
             "SELECT v.model_version_id, v.model_id, v.name AS version_name, v.base_model, v.status AS version_status, "
-            "m.name AS model_name, m.owner_id, m.status AS model_status, m.allow_derivatives "
+            f"m.name AS model_name, m.owner_id, m.status AS model_status, {_LICENSE_COLUMNS} "
             "FROM model_versions v JOIN models m USING (model_id) WHERE v.model_version_id = ANY(:ids)"
         ),
         {"ids": list(version_ids)},
     )
-    return {
-        r["model_version_id"]: VersionNode(
-            r["model_version_id"],
-            r["model_id"],
-            r["version_name"],
-            r["base_model"],
-            r["version_status"],
-            r["model_name"],
-            r["owner_id"],
-            r["model_status"],
-            r["allow_derivatives"],
-        )
-        for r in result.mappings()
-    }
+    return {r["model_version_id"]: _node(r) for r in result.mappings()}
+
+
+async def foreign_parents(conn: AsyncConnection, model_id: str, relations: Sequence[str]) -> list[VersionNode]:
+    """The parents (with their models' licenses) that the model's live versions declare with one of
+    `relations`, of models another creator owns."""
+    result = await conn.execute(
+        text(
+            "SELECT DISTINCT p.model_version_id, p.model_id, p.name AS version_name, p.base_model, "
+            "p.status AS version_status, m.name AS model_name, m.owner_id, m.status AS model_status, "
+            f"{_LICENSE_COLUMNS} "
+            "FROM lineage_edges e JOIN model_versions c ON c.model_version_id = e.child_version_id "
+            "JOIN model_versions p ON p.model_version_id = e.parent_version_id "
+            "JOIN models m ON m.model_id = p.model_id "
+            "WHERE e.child_model_id = :model_id AND c.status <> 'Deleted' AND e.relation = ANY(:relations) "
+            "AND m.owner_id <> (SELECT owner_id FROM models WHERE model_id = :model_id)"
+        ),
+        {"model_id": model_id, "relations": list(relations)},
+    )
+    return [_node(r) for r in result.mappings()]
 
 
 @dataclass(frozen=True)

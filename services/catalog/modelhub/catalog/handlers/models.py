@@ -50,7 +50,7 @@ from modelhub.catalog.domain.commands import (
     VersionFields,
     create_fingerprint,
 )
-from modelhub.catalog.domain.events import FileHash, ModelFile, Parent
+from modelhub.catalog.domain.events import FileHash, License, ModelFile, Parent
 from modelhub.catalog.domain.model import Model, StaleVersion, can_see, model_not_found, version_not_found
 from modelhub.catalog.domain.vocabulary import DERIVATIVE_RELATIONS, ScanResult
 from modelhub.catalog.handlers import Clock, utcnow
@@ -92,6 +92,22 @@ class Lineage:
     nodes: list[LineageNode]
     edges: list[queries.Edge]
     truncated: bool
+
+
+def _require_same_license(parent: queries.VersionNode, license_: License, relation: str) -> None:
+    """A derivative of a model whose license does not allow a different one (Civitai's "use different
+    permissions on merges" off) keeps that model's permissions, unless both have the same owner."""
+    if parent.license.allow_different_license or license_ == parent.license:
+        return
+    required = parent.license
+    raise PermissionDenied(
+        f"the license of model {parent.model_id} ({parent.model_name!r}) does not allow its derivatives a different "
+        f"license: a {relation} of its version {parent.version_id} must have the same permissions (allow_no_credit="
+        f"{required.allow_no_credit}, allow_commercial_use={list(required.allow_commercial_use)}, "
+        f"allow_derivatives={required.allow_derivatives}, allow_different_license=False)",
+        reason="DIFFERENT_LICENSE_NOT_ALLOWED",
+        metadata={"parent_model_id": parent.model_id, "parent_version_id": parent.version_id},
+    )
 
 
 class ModelCatalog:
@@ -190,7 +206,19 @@ class ModelCatalog:
             return await ModelRepository(conn, self.store).load(model_id)
 
     async def update_model(self, actor: Actor, model_id: str, expected_version: int, changes: ModelChanges) -> Model:
-        return await self._change(model_id, actor, expected_version, lambda m, now: m.update(actor, changes, now))
+        new_license = changes.license
+
+        async def parents_allow(conn: AsyncConnection) -> None:
+            """A new license must keep the permissions of every parent that allows no other (see
+            `_require_same_license`)."""
+            if new_license is None:
+                return
+            for node in await queries.foreign_parents(conn, model_id, [r.value for r in DERIVATIVE_RELATIONS]):
+                _require_same_license(node, new_license, "derivative")
+
+        return await self._change(
+            model_id, actor, expected_version, lambda m, now: m.update(actor, changes, now), prepare=parents_allow
+        )
 
     async def publish_model(
         self, actor: Actor, model_id: str, expected_version: int, publish_at: datetime | None = None
@@ -395,17 +423,16 @@ class ModelCatalog:
                 or not can_see(actor, node.owner_id, node.model_status, node.version_status)
             ):
                 raise version_not_found(request.parent_version_id)
-            if (
-                request.relation in DERIVATIVE_RELATIONS
-                and not node.allow_derivatives
-                and node.owner_id != child.owner_id
-            ):
-                raise PermissionDenied(
-                    f"the license of model {node.model_id} ({node.model_name!r}) does not allow derivatives: a "
-                    f"{request.relation.value} of its version {node.version_id} is refused (adapter-of is allowed)",
-                    reason="DERIVATIVES_NOT_ALLOWED",
-                    metadata={"parent_model_id": node.model_id, "parent_version_id": node.version_id},
-                )
+            if request.relation in DERIVATIVE_RELATIONS and node.owner_id != child.owner_id:
+                if not node.license.allow_derivatives:
+                    raise PermissionDenied(
+                        f"the license of model {node.model_id} ({node.model_name!r}) does not allow derivatives: a "
+                        f"{request.relation.value} of its version {node.version_id} is refused (adapter-of is "
+                        "allowed)",
+                        reason="DERIVATIVES_NOT_ALLOWED",
+                        metadata={"parent_model_id": node.model_id, "parent_version_id": node.version_id},
+                    )
+                _require_same_license(node, child.license, request.relation.value)
             parents.append(
                 Parent(node.model_id, node.version_id, request.relation, request.weight, request.attribution)
             )
