@@ -9,9 +9,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -535,6 +537,75 @@ async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_
             await wait_until(all_applied, 15, "every event applied")
         assert await effects(prepared) == dict.fromkeys(ids, 1)
         await wait_all_acknowledged(nc, events_stream_name(producer), second.name)
+    finally:
+        await nc.close()
+
+
+async def test_a_stop_while_the_prefetch_pull_is_still_under_way_gives_back_what_it_received(
+    prepared: AsyncEngine, nats_url: str, unique_name: str
+) -> None:
+    """The prefetch's messages have arrived but its pull has not returned yet when the consumer stops (held
+    here for a second after the real pull, so the stop always lands in that window): the stop waits for the
+    pull, then naks what it got. The next consumer applies those at once, not after ack_wait (60 s)."""
+    producer = unique_name.lower()
+    store = EventStore(make_registry())
+    ids = await append_events(prepared, store, 200)
+    nc = await connect(nats_url, "test")
+    entered, gate, prefetched = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held_once(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        if not gate.is_set():
+            entered.set()
+            await gate.wait()
+        await record_effect(conn, event)
+
+    def consumer(handler: Handler) -> IdempotentConsumer:
+        settings = ConsumerSettings(
+            batch_size=100, backlog_fetch_timeout=2.0, max_ack_pending=200, ack_wait=60.0, prefetch=True
+        )
+        return IdempotentConsumer(
+            prepared,
+            nc,
+            make_registry(),
+            name=f"{producer}-effects",
+            stream=events_stream_name(producer),
+            subject=events_subject(producer),
+            handlers={RENAMED: handler},
+            settings=settings,
+        )
+
+    try:
+        await publish_committed(prepared, store, nc, producer)
+        first = consumer(held_once)
+        await first.setup()
+        subscription = first._subscription
+        assert subscription is not None
+        pull, pulls = subscription.fetch, 0
+
+        async def slow_to_return(*args: Any, **kwargs: Any) -> list[Msg]:
+            nonlocal pulls
+            pulls += 1
+            messages = await pull(*args, **kwargs)
+            if pulls == 2:  # the prefetch: its messages are here, its pull not over yet
+                prefetched.set()
+                await asyncio.sleep(1.0)
+            return messages
+
+        subscription.fetch = slow_to_return  # type: ignore[method-assign]
+        async with running(first) as stop:
+            await asyncio.wait_for(entered.wait(), 15)
+            await asyncio.wait_for(prefetched.wait(), 15)
+            stop.set()
+            gate.set()  # the held batch commits; the prefetched one, still being pulled, is waited for and nak'ed
+        assert len(await effects(prepared)) == 100
+        second = consumer(record_effect)
+        async with running(second):
+
+            async def all_applied() -> bool:
+                return len(await effects(prepared)) == 200
+
+            await wait_until(all_applied, 15, "the prefetched batch applied by the next consumer")
+        assert await effects(prepared) == dict.fromkeys(ids, 1)
     finally:
         await nc.close()
 
