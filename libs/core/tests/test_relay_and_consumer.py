@@ -481,6 +481,36 @@ async def wait_all_acknowledged(nc: Client, stream: str, consumer: str) -> None:
     await wait_until(all_acknowledged, 15, f"every message acknowledged by {consumer}")
 
 
+def held_until(gate: asyncio.Event, entered: asyncio.Event) -> Handler:
+    """record_effect, but the first batch waits for `gate` (and sets `entered` when it starts waiting)."""
+
+    async def handler(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
+        if not gate.is_set():
+            entered.set()
+            await gate.wait()
+        await record_effect(conn, event)
+
+    return handler
+
+
+def prefetching_consumer(engine: AsyncEngine, nc: Client, producer: str, handler: Handler) -> IdempotentConsumer:
+    """A consumer of `producer`'s effects that pulls batches of 100 and prefetches the next one. ack_wait is far
+    above the tests' waits: a batch that were not nak'ed at a stop would come back too late for them."""
+    settings = ConsumerSettings(
+        batch_size=100, backlog_fetch_timeout=2.0, max_ack_pending=200, ack_wait=60.0, prefetch=True
+    )
+    return IdempotentConsumer(
+        engine,
+        nc,
+        make_registry(),
+        name=f"{producer}-effects",
+        stream=events_stream_name(producer),
+        subject=events_subject(producer),
+        handlers={RENAMED: handler},
+        settings=settings,
+    )
+
+
 async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_prefetched_batch_at_stop(
     prepared: AsyncEngine, nats_url: str, unique_name: str
 ) -> None:
@@ -489,28 +519,10 @@ async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_
     ids = await append_events(prepared, store, 350)
     nc = await connect(nats_url, "test")
     entered, gate = asyncio.Event(), asyncio.Event()
-
-    async def held_once(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
-        if not gate.is_set():
-            entered.set()
-            await gate.wait()
-        await record_effect(conn, event)
+    held_once = held_until(gate, entered)
 
     def consumer(handler: Handler) -> IdempotentConsumer:
-        # ack_wait far above the test's waits: a batch that were not nak'ed at the stop would come back too late.
-        settings = ConsumerSettings(
-            batch_size=100, backlog_fetch_timeout=2.0, max_ack_pending=200, ack_wait=60.0, prefetch=True
-        )
-        return IdempotentConsumer(
-            prepared,
-            nc,
-            make_registry(),
-            name=f"{producer}-effects",
-            stream=events_stream_name(producer),
-            subject=events_subject(producer),
-            handlers={RENAMED: handler},
-            settings=settings,
-        )
+        return prefetching_consumer(prepared, nc, producer, handler)
 
     js = nc.jetstream()
     try:
@@ -552,27 +564,10 @@ async def test_a_stop_while_the_prefetch_pull_is_still_under_way_gives_back_what
     ids = await append_events(prepared, store, 200)
     nc = await connect(nats_url, "test")
     entered, gate, prefetched = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def held_once(conn, event: ReceivedEvent) -> None:  # type: ignore[no-untyped-def]
-        if not gate.is_set():
-            entered.set()
-            await gate.wait()
-        await record_effect(conn, event)
+    held_once = held_until(gate, entered)
 
     def consumer(handler: Handler) -> IdempotentConsumer:
-        settings = ConsumerSettings(
-            batch_size=100, backlog_fetch_timeout=2.0, max_ack_pending=200, ack_wait=60.0, prefetch=True
-        )
-        return IdempotentConsumer(
-            prepared,
-            nc,
-            make_registry(),
-            name=f"{producer}-effects",
-            stream=events_stream_name(producer),
-            subject=events_subject(producer),
-            handlers={RENAMED: handler},
-            settings=settings,
-        )
+        return prefetching_consumer(prepared, nc, producer, handler)
 
     try:
         await publish_committed(prepared, store, nc, producer)
