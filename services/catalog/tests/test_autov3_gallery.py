@@ -139,8 +139,8 @@ async def test_re_linking_links_only_versions_the_images_owner_may_see(
     assert links(await gallery.get_image(ALICE, alices.row.image_id))["knight"] == ("AutoV3", version_id)
 
 
-async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
-    """Whether a session of the test's database waits for an advisory lock."""
+async def advisory_lock_waiters(engine: AsyncEngine, count: int) -> bool:
+    """Whether at least `count` sessions of the test's database wait for an advisory lock."""
     async with engine.connect() as conn:
         result = await conn.execute(
             text(
@@ -148,7 +148,12 @@ async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
                 "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
             )
         )
-        return int(result.scalar_one()) > 0
+        return int(result.scalar_one()) >= count
+
+
+async def waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    """Whether a session of the test's database waits for an advisory lock."""
+    return await advisory_lock_waiters(engine, 1)
 
 
 async def test_recording_an_autov3_waits_for_a_post_that_is_looking_its_short_hash_up(

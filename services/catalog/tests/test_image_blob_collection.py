@@ -1,7 +1,8 @@
 """The collection of image blobs: a deleted image's file and ComfyUI JSON are deleted (its row and events stay,
 its files are not served), Hidden images and images sharing bytes with a deleted one keep theirs, bytes a
 crashed post left are deleted once older than the age, the collection and posts exclude each other through the
-image blob lock, and the cleanup job runs it on the files' schedule with their age."""
+image blob lock (the collection waits its turn under overlapping posts, for a while), and the cleanup job runs
+it on the files' schedule with their age."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from .conftest import auth
 from .file_helpers import failure
 from .image_samples import comfyui_graph, comfyui_workflow, picture, png
 from .model_helpers import ALICE, BOB
-from .test_autov3_gallery import waiting_on_a_lock
+from .test_autov3_gallery import advisory_lock_waiters, waiting_on_a_lock
 from .test_gallery_grpc import download
 
 ALICE_MD = auth("alice")
@@ -140,35 +141,91 @@ async def test_bytes_a_post_stored_before_crashing_are_kept_while_young_and_coll
     assert gallery.blobs.exists(young) and not gallery.blobs.exists(old)
 
 
-async def test_a_collection_round_collects_nothing_while_a_post_holds_the_lock_between_storing_and_commit(
-    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+def pause_posts(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch, count: int = 1
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the next `count` posts between storing their bytes and committing their image (the shared lock
+    held): returns (the first one stored, let them commit)."""
+    stored, commit = asyncio.Event(), asyncio.Event()
+    run = gallery.run
+    paused = 0
+
+    async def run_when_told(*args: Any, **kwargs: Any) -> Any:
+        nonlocal paused
+        if paused < count:
+            paused += 1
+            stored.set()
+            await commit.wait()
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(gallery, "run", run_when_told)
+    return stored, commit
+
+
+async def test_a_collection_waits_for_a_post_holding_the_lock_and_then_keeps_the_bytes_it_references(
+    gallery: Gallery, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A post of bytes identical to a deleted image's stores them onto the unreferenced blob's path; collected
     then, the new image would have no bytes."""
     data = image((45, 30))
     doomed = await post(gallery, ALICE, data)
     await gallery.delete_image(ALICE, doomed.row.image_id, None)
-    stored, commit = asyncio.Event(), asyncio.Event()
-    run = gallery.run
-
-    async def run_when_told(*args: Any, **kwargs: Any) -> Any:
-        stored.set()
-        await commit.wait()
-        return await run(*args, **kwargs)
-
-    monkeypatch.setattr(gallery, "run", run_when_told)
+    stored, commit = pause_posts(gallery, monkeypatch)
     posting = asyncio.create_task(post(gallery, BOB, data))
+    await asyncio.wait_for(stored.wait(), 10)
+
+    collecting = asyncio.create_task(gallery.collect_blobs(NOW))
+    await wait_until(lambda: advisory_lock_waiters(engine, 1), 10, "the collection to wait for the post")
+    assert not collecting.done() and gallery.blobs.exists(doomed.row.blob_sha256)
+
+    commit.set()
+    again = await posting
+    assert await collecting == [], "the post committed first: its image references the bytes"
+    mime, size, handle = await gallery.open_part(BOB, again.row.image_id, "file")
+    with handle:
+        assert (mime, size, handle.read()) == ("image/png", len(data), data)
+
+
+async def test_a_collection_gets_its_turn_while_posts_keep_overlapping(
+    gallery: Gallery, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of posts one nearly always holds the shared lock; a collection that only tried the
+    lock would skip every round. It waits for the posts in flight, and posts made meanwhile wait for its batch."""
+    doomed = await post(gallery, ALICE, image((49, 30)))
+    await gallery.delete_image(ALICE, doomed.row.image_id, None)
+    stored, commit = pause_posts(gallery, monkeypatch)
+    first = asyncio.create_task(post(gallery, BOB, image((50, 30))))
+    await asyncio.wait_for(stored.wait(), 10)  # the first post holds the shared lock
+    collecting = asyncio.create_task(gallery.collect_blobs(NOW))
+    await wait_until(lambda: advisory_lock_waiters(engine, 1), 10, "the collection to wait for the first post")
+
+    second = asyncio.create_task(post(gallery, BOB, image((51, 30))))
+    await wait_until(lambda: advisory_lock_waiters(engine, 2), 10, "the second post to queue behind the collection")
+    assert not collecting.done() and not second.done()
+
+    commit.set()
+    assert await collecting == [doomed.row.blob_sha256]
+    for posted in (await first, await second):
+        assert gallery.blobs.exists(posted.row.blob_sha256)
+    assert not gallery.blobs.exists(doomed.row.blob_sha256)
+
+
+async def test_a_collection_round_stops_when_a_post_keeps_the_lock_past_the_wait(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doomed = await post(gallery, ALICE, image((52, 30)))
+    await gallery.delete_image(ALICE, doomed.row.image_id, None)
+    monkeypatch.setattr(gallery.collector, "lock_wait", timedelta(milliseconds=200))
+    stored, commit = pause_posts(gallery, monkeypatch)
+    posting = asyncio.create_task(post(gallery, BOB, image((53, 30))))
     await asyncio.wait_for(stored.wait(), 10)
 
     assert await gallery.collect_blobs(NOW) == []
     assert gallery.blobs.exists(doomed.row.blob_sha256)
 
     commit.set()
-    again = await posting
-    assert await gallery.collect_blobs(NOW) == []
-    mime, size, handle = await gallery.open_part(BOB, again.row.image_id, "file")
-    with handle:
-        assert (mime, size, handle.read()) == ("image/png", len(data), data)
+    await posting
+    assert await gallery.collect_blobs(NOW) == [doomed.row.blob_sha256], "the next round goes on"
 
 
 async def test_a_post_of_bytes_being_collected_waits_for_the_batch_and_stores_them_again(

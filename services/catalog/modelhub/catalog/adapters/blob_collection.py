@@ -6,8 +6,15 @@ Why a lock: identical content is stored once, so a writer of bytes whose old blo
 (nothing references it any more) stores them by renaming onto that same path. A collector that decided
 "unreferenced" just before the rename and unlinks just after would delete the bytes the writer then references.
 Writers hold a shared PostgreSQL advisory lock from before the rename until their reference is committed
-(`BlobCollector.writing`); the collector takes it exclusively for each batch, or skips the round while a writer
-holds it, so it never sees a blob between those two points.
+(`BlobCollector.writing`); the collector takes it exclusively for each batch, so it never sees a blob between
+those two points.
+
+Why the collector waits for the lock (up to `lock_wait`) rather than trying it: under a steady stream of posts
+some writer nearly always holds the shared lock, and a collector that only tries would skip every round while
+deleted bytes pile up. A waiting exclusive request is queued by PostgreSQL ahead of shared requests made after
+it, so the writers in flight finish, newer ones wait for the one batch (a reference query and its deletions),
+and the collector always gets its turn. A writer that holds the lock longer than `lock_wait` (a very large
+upload being fsynced) makes the round stop instead, so newer writers never wait longer than that.
 
 One lock per store rather than one for both: a writer to one store never renames onto the other's paths, so a
 shared lock would protect nothing more and would make each collection skip rounds for the other's writers.
@@ -30,7 +37,9 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Final
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelhub.catalog.files.blobstore import BlobStore
@@ -42,6 +51,8 @@ IMAGE_BLOBS_LOCK: Final = "catalog:image-blobs"
 COLLECT_BATCH: Final = 1000
 """Blobs decided on (one reference query, deletions) per transaction under the exclusive lock."""
 WRITERS_AT_ONCE: Final = 4
+LOCK_WAIT: Final = timedelta(seconds=5)
+"""How long a collection batch waits for the writers holding the lock (newer writers wait behind it)."""
 _SHA256_NAME: Final = re.compile(r"[0-9A-F]{64}")
 
 ReferenceQuery = Callable[[AsyncConnection, Sequence[str]], Awaitable[set[str]]]
@@ -75,8 +86,10 @@ class BlobCollector:
         referenced: ReferenceQuery,
         *,
         writers_at_once: int = WRITERS_AT_ONCE,
+        lock_wait: timedelta = LOCK_WAIT,
     ) -> None:
         self.engine = engine
+        self.lock_wait = lock_wait
         self.blobs = blobs
         self.lock = lock
         self.referenced = referenced
@@ -89,7 +102,8 @@ class BlobCollector:
         """Hold the shared lock from before storing bytes until their reference is committed (or given up).
 
         Its transaction writes nothing, so it gets no transaction id and does not hold back event readers; its
-        end releases the lock, also on errors. A collection batch in progress makes it wait until the batch is done."""
+        end releases the lock, also on errors. A collection batch in progress, or waiting for the lock, makes it
+        wait until the batch is done."""
         async with self._writers, self.engine.connect() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"), {"k": self.lock})
             try:
@@ -101,24 +115,36 @@ class BlobCollector:
         """Delete the blobs unmodified for `older_than` that nothing references; returns their SHA256s.
 
         In batches, each one transaction holding the lock exclusively: the references are read and the
-        unreferenced blobs deleted while no writer can store bytes. While a writer holds the lock the round stops
-        (the next one goes on). A crash mid-batch leaves blobs that the next round deletes."""
+        unreferenced blobs deleted while no writer can store bytes. When the writers holding the lock keep it
+        past `lock_wait`, the round stops (the next one goes on). A crash mid-batch leaves blobs that the next
+        round deletes."""
         cutoff = time.time() - older_than.total_seconds()
         listed = await asyncio.to_thread(lambda: list(stored_blobs(self.blobs)))
         candidates = [sha for sha, mtime in listed if mtime <= cutoff]
         removed: list[str] = []
         for start in range(0, len(candidates), COLLECT_BATCH):
             batch = candidates[start : start + COLLECT_BATCH]
-            async with self.engine.begin() as conn:
-                locked = await conn.execute(
-                    text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": self.lock}
+            try:
+                async with self.engine.begin() as conn:
+                    await self._lock_exclusively(conn)
+                    referenced = await self.referenced(conn, batch)
+                    removed += await asyncio.to_thread(self._delete, [sha for sha in batch if sha not in referenced])
+            except OperationalError as error:
+                if not isinstance(error.orig, LockNotAvailable):
+                    raise
+                log.info(
+                    "blob collection (%s) stops for this round: a writer held the lock for over %s",
+                    self.lock,
+                    self.lock_wait,
                 )
-                if not locked.scalar_one():
-                    log.info("blob collection (%s) stops for this round: a writer holds the lock", self.lock)
-                    return removed
-                referenced = await self.referenced(conn, batch)
-                removed += await asyncio.to_thread(self._delete, [sha for sha in batch if sha not in referenced])
+                return removed
         return removed
+
+    async def _lock_exclusively(self, conn: AsyncConnection) -> None:
+        """Take the lock for this transaction, waiting at most `lock_wait` (LockNotAvailable after that)."""
+        timeout = f"{max(1, round(self.lock_wait.total_seconds() * 1000))}ms"
+        await conn.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": self.lock})
 
     def _delete(self, shas: list[str]) -> list[str]:
         return [sha for sha in shas if self.blobs.delete(sha)]
