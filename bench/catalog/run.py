@@ -14,9 +14,10 @@ and drives it over gRPC from this process (the client). Measures, in one run:
     five hashes alone and the write + fsync alone, the two halves of the work;
   - end to end through gRPC: StartUpload, then UploadFile from the client to the completed file (the
     pipeline in the server, the header check, the file added to its version in a durable transaction), after
-    WARMUP_UPLOADS warm-up uploads; the CPU seconds of the server and of the client per run. Also with chunks of
-    UPLOAD_CHUNK_SWEEP_MIB MiB; with glibc's default allocator settings (ALLOCATOR_DEFAULT: the catalog
-    tunes them at start-up otherwise); and the gRPC floor: the
+    WARMUP_UPLOADS warm-up uploads; the CPU seconds of the server and of the client per run; each run just
+    after a baseline run (paired: the ratio is to those baselines, as the machine's speed drifts between
+    phases). Also with chunks of UPLOAD_CHUNK_SWEEP_MIB MiB; with glibc's default allocator settings
+    (ALLOCATOR_DEFAULT: the catalog tunes them at start-up otherwise); and the gRPC floor: the
     same messages streamed to a server that drops them unparsed (bench/catalog/sink.py).
 - by hash: GetFileByHash over gRPC (anonymous), one call at a time, random file among the seed's 100,000
   (5 hash rows each), random kind and letter case: p50/p99 over LOOKUPS calls; the same with 16 calls in
@@ -284,12 +285,19 @@ def rounded(values: list[float]) -> list[float]:
     return [round(v, 3) for v in values]
 
 
-async def timed_uploads(upload: Callable[[], Awaitable[object]], runs: int, server_pid: int) -> dict[str, Any]:
-    """`runs` uploads one after the other: seconds each, and the median CPU the server and this client used."""
+async def timed_uploads(
+    upload: Callable[[], Awaitable[object]], runs: int, server_pid: int, baseline: Callable[[], float] | None = None
+) -> dict[str, Any]:
+    """`runs` uploads one after the other: seconds each, and the median CPU the server and this client used.
+    With `baseline`, it runs just before each upload (its seconds in baseline_runs_s): the pair meets the same
+    state of the machine, whose speed drifts between the phases of a run."""
     times: list[float] = []
+    baselines: list[float] = []
     server: list[tuple[float, float]] = []
     client: list[tuple[float, float]] = []
     for _ in range(runs):
+        if baseline is not None:
+            baselines.append(baseline())
         server_before, client_before = process_cpu(server_pid), own_cpu()
         started = time.perf_counter()
         await upload()
@@ -297,7 +305,8 @@ async def timed_uploads(upload: Callable[[], Awaitable[object]], runs: int, serv
         server_after, client_after = process_cpu(server_pid), own_cpu()
         server.append((server_after[0] - server_before[0], server_after[1] - server_before[1]))
         client.append((client_after[0] - client_before[0], client_after[1] - client_before[1]))
-    return {"runs_s": rounded(times), "server_cpu": median_cpu(server), "client_cpu": median_cpu(client)}
+    paired = {"baseline_runs_s": rounded(baselines)} if baselines else {}
+    return {"runs_s": rounded(times), **paired, "server_cpu": median_cpu(server), "client_cpu": median_cpu(client)}
 
 
 async def measure_grpc_uploads(
@@ -313,11 +322,15 @@ async def measure_grpc_uploads(
     def upload(chunk_mib: int) -> Callable[[], Awaitable[object]]:
         return lambda: upload_file(files, version_id, path, next(names), chunk_mib * MIB)
 
+    def baseline() -> float:
+        return read_and_sha256(path, UPLOAD_CHUNK_MIB * MIB)
+
     warmup = await timed_uploads(upload(UPLOAD_CHUNK_MIB), WARMUP_UPLOADS, server_pid)
-    measured = await timed_uploads(upload(UPLOAD_CHUNK_MIB), UPLOAD_RUNS, server_pid)
+    measured = await timed_uploads(upload(UPLOAD_CHUNK_MIB), UPLOAD_RUNS, server_pid, baseline)
     result: dict[str, Any] = {
         "chunk_bytes": UPLOAD_CHUNK_MIB * MIB,
         "mb_per_s": throughput(size, measured["runs_s"]),
+        "paired_baseline_mb_per_s": throughput(size, measured["baseline_runs_s"]),
         **measured,
         "warmup_runs_s": warmup["runs_s"],
     }
@@ -343,13 +356,19 @@ async def measure_grpc_floor(path: Path) -> dict[str, Any]:
                 response_deserializer=fpb.UploadFileResponse.FromString,
             )
             await timed_uploads(lambda: stream(chunks_of(path, "sink", chunk)), 1, sink.pid)  # warm-up
-            measured = await timed_uploads(lambda: stream(chunks_of(path, "sink", chunk)), UPLOAD_RUNS, sink.pid)
+            measured = await timed_uploads(
+                lambda: stream(chunks_of(path, "sink", chunk)),
+                UPLOAD_RUNS,
+                sink.pid,
+                lambda: read_and_sha256(path, chunk),
+            )
     finally:
         sink.kill()
         await sink.wait()
     return {
         "what": "the same client and messages, to a gRPC server (Python, grpc.aio) that drops them unparsed",
         "mb_per_s": throughput(path.stat().st_size, measured["runs_s"]),
+        "paired_baseline_mb_per_s": throughput(path.stat().st_size, measured["baseline_runs_s"]),
         **measured,
     }
 
@@ -579,9 +598,11 @@ def main() -> None:
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    # Each ratio is to the baseline measured beside it: the end-to-end runs were paired with baseline runs,
+    # the local pipeline's rounds each had one (local["baseline_read_sha256"]).
     baseline = local["baseline_read_sha256"]["mb_per_s"]
     ratios = {
-        name: round(figures["mb_per_s"] / baseline, 3)
+        name: round(figures["mb_per_s"] / figures.get("paired_baseline_mb_per_s", baseline), 3)
         for name, figures in (
             ("pipeline", local["pipeline"]),
             ("pipeline_write_then_hash", local["pipeline_write_then_hash"]),
@@ -611,6 +632,7 @@ def main() -> None:
             f"{UPLOAD_RUNS} runs ({SWEEP_RUNS} for the other chunk sizes); MB = 10^6 bytes; cpu: median seconds "
             "per run",
             "upload_baseline": "the same file read in the same chunks and hashed with SHA256 alone, one thread, "
+            "just before each end-to-end run (and in each round of the local pipeline), "
             "in this process",
             "by_hash_seed": f"{seed.FILES} published files ({seed.MODELS} models x {seed.VERSIONS_PER_MODEL} "
             f"versions x {seed.FILES_PER_VERSION} files), {len(seed.KINDS)} hashes each, written directly "
@@ -647,7 +669,9 @@ def main() -> None:
 NOTES = [
     "The machine has 2 cores, shared with other work running at the same time (other helpers' test suites when "
     "this was recorded: see load_average_1m per phase), so figures move between runs, by a factor of 2 under load; "
-    "each baseline is measured in the same run for that reason.",
+    "each baseline is measured in the same run for that reason. End-to-end runs (and the gRPC floor's) are each "
+    "paired with a baseline run made just before them, and their ratio is to those (paired_baseline_mb_per_s): "
+    "the baseline moved by up to half between phases of one run, and between runs.",
     "Upload, what is compared: the baseline reads the file and computes SHA256 alone, on one core. The pipeline "
     "does the catalog's storing work without transport: five hashes (SHA256 on a worker thread beside BLAKE3 and "
     "CRC32) and, at the same time, the write on a writer thread, and at the end fsync and rename; its halves are "
