@@ -8,8 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelhub.core.errors import StreamVersionConflict
 from modelhub.core.events.aggregate import load, save
-from modelhub.core.events.model import START, NewEvent
+from modelhub.core.events.model import START, NewEvent, RecordedEvent
 from modelhub.core.events.store import NO_STREAM, EventStore
+from modelhub.testing.v1 import testing_pb2
 
 from .widgets import RENAMED, Widget, make_registry, renamed
 
@@ -34,6 +35,36 @@ async def test_append_then_read_stream(engine: AsyncEngine, store: EventStore) -
         "B",
     ]
     assert read[0].correlation_id == str(read[0].event_id)  # a root event correlates with itself
+
+
+async def test_read_stream_returns_only_the_latest_event_of_latest_only_types(engine: AsyncEngine) -> None:
+    """State published again and again (counts) is read as its latest event only, the other events whole; the
+    stream's last event always comes, so a reader still learns the stream's version."""
+    registry = make_registry()
+    registry.register("testing.Echoed", testing_pb2.EchoRequest)
+    store = EventStore(registry)
+
+    def echoed(message: str) -> testing_pb2.EchoRequest:
+        return testing_pb2.EchoRequest(message=message)
+
+    payloads = [renamed("A"), echoed("1"), echoed("2"), renamed("B"), echoed("3"), renamed("C"), renamed("D")]
+    async with engine.begin() as conn:
+        await store.append(conn, "widget-latest", [NewEvent(p) for p in payloads], expected_version=NO_STREAM)
+        await store.append(conn, "widget-other", [NewEvent(echoed("elsewhere"))], expected_version=NO_STREAM)
+    async with engine.connect() as conn:
+        latest_echo = await store.read_stream(conn, "widget-latest", latest_only=["testing.Echoed"])
+        latest_rename = await store.read_stream(conn, "widget-latest", latest_only=[RENAMED])
+        after = await store.read_stream(conn, "widget-latest", 3, latest_only=["testing.Echoed"])
+        everything = await store.read_stream(conn, "widget-latest", latest_only=["testing.Unknown"])
+
+    def versions(events: list[RecordedEvent]) -> list[int]:
+        return [e.stream_version for e in events]
+
+    assert versions(latest_echo) == [1, 4, 5, 6, 7]
+    assert registry.decode("testing.Echoed", 1, latest_echo[2].payload) == echoed("3")
+    assert versions(latest_rename) == [2, 3, 5, 7], "the latest rename is also the stream's last event"
+    assert versions(after) == [4, 5, 6, 7]
+    assert versions(everything) == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_read_stream_leaves_out_the_payloads_of_named_types(engine: AsyncEngine, store: EventStore) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from modelhub.catalog.adapters import community_queries
 from modelhub.catalog.adapters.community_projection import CommunityProjection
+from modelhub.catalog.adapters.community_repository import CommunityRepository
 from modelhub.catalog.adapters.downloads import count_download
 from modelhub.catalog.bootstrap import Catalog
 from modelhub.catalog.bootstrap_community import build_community, build_gallery
@@ -20,6 +21,7 @@ from modelhub.catalog.domain.collections import Visibility
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.domain.community_base import SubjectKind
 from modelhub.catalog.domain.downloads import window_of
+from modelhub.catalog.domain.gallery import Image
 from modelhub.catalog.entrypoints.grpc_community import Community
 from modelhub.catalog.handlers.gallery import Gallery
 from modelhub.core.errors import NotFound
@@ -147,6 +149,42 @@ async def test_image_snapshots_follow_their_counts(catalog: Catalog, community: 
     assert (list(snapshot.tags), snapshot.reactions) == (["x"], 2)
     view = await gallery.get_image(None, image_id)
     assert (view.counts.reactions, view.counts.comments) == (2, 1)
+
+
+async def test_an_image_is_loaded_from_its_events_and_its_latest_snapshot_only(
+    catalog: Catalog, community: Community, gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post ends with a snapshot, and each round whose counts changed adds one (for a popular image, one a minute);
+    loading the image reads its other events and the latest snapshot, and folds to the same image as the whole
+    stream."""
+    image_id = (await post(gallery, ALICE)).row.image_id
+    for _ in range(3):
+        await community.favorites.add(BOB, IMAGE, image_id)
+        await community.stats.run_once()
+        await community.favorites.remove(BOB, IMAGE, image_id)
+        await community.stats.run_once()
+    await community.favorites.add(CAROL, IMAGE, image_id)
+    await community.stats.run_once()
+    stream = f"image-{image_id}"
+    assert await event_types(catalog.engine, stream) == ["catalog.ImagePosted"] + ["catalog.ImageSnapshot"] * 8
+    read: list[int] = []
+    read_stream = catalog.store.read_stream
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        events = await read_stream(*args, **kwargs)
+        read.append(len(events))
+        return events
+
+    async with catalog.engine.connect() as conn:
+        whole = await CommunityRepository(conn, catalog.store).load(Image, stream)
+        monkeypatch.setattr(catalog.store, "read_stream", counted)
+        loaded = await CommunityRepository(conn, catalog.store).load_image(image_id)
+    assert read == [2]
+    assert vars(loaded) == vars(whole)
+    assert (loaded.version, loaded.counts.reactions) == (9, 1)
+
+    await gallery.update_image(ALICE, image_id, loaded.version, ("x",), None)  # its expected version is right
+    assert (await gallery.get_image(None, image_id)).row.tags == ("x",)
 
 
 async def test_stats_of_a_hidden_model_are_not_found(catalog: Catalog, community: Community) -> None:

@@ -8,6 +8,7 @@ image's current counts (`save_image`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from modelhub.catalog.adapters import community_queries as q
 from modelhub.catalog.adapters.community_events import from_payload, image_snapshot, to_payload
 from modelhub.catalog.adapters.community_projection import CommunityProjection
+from modelhub.catalog.adapters.events import IMAGE_SNAPSHOT
 from modelhub.catalog.domain.community_base import CommunityAggregate
-from modelhub.catalog.domain.gallery import Image, ImageCounts
+from modelhub.catalog.domain.gallery import Image, ImageCounts, image_stream
 from modelhub.core.events.model import NewEvent, RecordedEvent
 from modelhub.core.events.store import EventStore
 
@@ -32,16 +34,23 @@ class CommunityRepository:
         self.store = store
         self.projection = projection or CommunityProjection()
 
-    async def load(self, cls: type[A], stream_id: str) -> A:
-        """The aggregate folded from its stream (a new, non-existent one if the stream is empty)."""
+    async def load(self, cls: type[A], stream_id: str, *, latest_only: Collection[str] = ()) -> A:
+        """The aggregate folded from its stream (a new, non-existent one if the stream is empty); of the event
+        types in `latest_only`, each replacing the state the last one carried, only the latest is read."""
         aggregate = cls(stream_id)
-        for recorded in await self.store.read_stream(self.conn, stream_id):
+        for recorded in await self.store.read_stream(self.conn, stream_id, latest_only=latest_only):
             payload = self.store.registry.decode(recorded.event_type, recorded.schema_version, recorded.payload)
             event = from_payload(payload)
             if event is not None:
                 aggregate.apply(event)
             aggregate.version = recorded.stream_version
         return aggregate
+
+    async def load_image(self, image_id: str) -> Image:
+        """An image folded from its events and its latest snapshot only: the snapshots' share of the aggregate is
+        the counts, each replacing the last, and the stats job adds one whenever they change (a popular image's
+        stream grows by one a minute), so reading them all would make every load grow with the image's age."""
+        return await self.load(Image, image_stream(image_id), latest_only=(IMAGE_SNAPSHOT,))
 
     async def save(self, aggregate: CommunityAggregate, *, then: Message | None = None) -> list[RecordedEvent]:
         """Append the pending events (and `then`, a state-carrying payload, after them); no-op if none."""

@@ -51,7 +51,6 @@ from modelhub.catalog.domain.gallery import (
     StoredImage,
     choose_link,
     hash_link,
-    image_stream,
     merge_metadata,
     name_key,
     resource_of,
@@ -213,7 +212,7 @@ class Gallery(UseCases):
         return len(entries)
 
     async def _relink(self, image_id: str, repo: CommunityRepository, now: datetime) -> None:
-        image = await repo.load(Image, image_stream(image_id))
+        image = await repo.load_image(image_id)
         owner = Actor(image.owner_id)
         links = {}
         for position, resource in enumerate(image.resources):
@@ -284,7 +283,7 @@ class Gallery(UseCases):
         return await self.get_image(actor, image_id)
 
     async def _editable(self, repo: CommunityRepository, actor: Actor, image_id: str) -> Image:
-        image = await repo.load(Image, image_stream(image_id))
+        image = await repo.load_image(image_id)
         if not image.exists or not await q.image_visible(repo.conn, image_id, actor):
             raise not_found("image", image_id)
         image.require_editor(actor)

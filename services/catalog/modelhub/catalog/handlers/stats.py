@@ -31,7 +31,7 @@ from modelhub.catalog.adapters.community_projection import stats_json
 from modelhub.catalog.adapters.community_repository import CommunityRepository
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.domain.community_events import ModelStatsUpdated, PeriodStats
-from modelhub.catalog.domain.gallery import Image, ImageStatus, image_stream
+from modelhub.catalog.domain.gallery import ImageStatus
 from modelhub.catalog.domain.model import can_see
 from modelhub.catalog.domain.stats import Period, stats_stream
 from modelhub.catalog.handlers import Clock, utcnow
@@ -143,7 +143,7 @@ class Stats(UseCases):
 
     async def _emit_image(self, repo: CommunityRepository, _at: datetime, *, image_id: str) -> int:
         await q.take_dirty_image(repo.conn, image_id)
-        image = await repo.load(Image, image_stream(image_id))
+        image = await repo.load_image(image_id)
         if not image.exists or image.status == ImageStatus.DELETED:
             return 0
         return 1 if await repo.save_image(image) else 0
