@@ -6,7 +6,8 @@ and drives it over gRPC from this process (the client). Measures, in one run:
 
 - upload, of a UPLOAD_MIB MiB safetensors file read from disk in UPLOAD_CHUNK_MIB MiB chunks; MB/s (10^6 bytes),
   median of UPLOAD_RUNS runs, each kind of run interleaved with the others:
-  - baseline: reading the file and computing SHA256 alone, in this process;
+  - baseline: reading the file and computing SHA256 alone, in this process, in each round just before the
+    pipeline (below);
   - the pipeline: the catalog's blob store (files/blobstore.py) in this process, no transport: read a chunk,
     append it (the five hashes SHA256, AutoV1, AutoV2, CRC32, BLAKE3, and the write, on a writer thread at the
     same time), then finish (fsync, hashes recorded, atomic rename into the content-addressed store); the same
@@ -249,9 +250,9 @@ def measure_local(path: Path, work: Path) -> dict[str, Any]:
     pipeline_cpu: list[tuple[float, float]] = []
     serial_cpu: list[tuple[float, float]] = []
     for run in range(UPLOAD_RUNS):
-        runs["baseline"].append(read_and_sha256(path, chunk))
         runs["hashes"].append(read_and_hash_all(path, chunk))
         runs["write"].append(read_write_fsync(path, chunk, work / "copy"))
+        runs["baseline"].append(read_and_sha256(path, chunk))  # just before the pipeline: the pair's baseline
         for write_beside, times, cpu in ((True, runs["pipeline"], pipeline_cpu), (False, runs["serial"], serial_cpu)):
             before = own_cpu()
             times.append(
@@ -632,7 +633,7 @@ def main() -> None:
             f"{UPLOAD_RUNS} runs ({SWEEP_RUNS} for the other chunk sizes); MB = 10^6 bytes; cpu: median seconds "
             "per run",
             "upload_baseline": "the same file read in the same chunks and hashed with SHA256 alone, one thread, "
-            "just before each end-to-end run (and in each round of the local pipeline), "
+            "just before each end-to-end run and, in each local round, just before the pipeline, "
             "in this process",
             "by_hash_seed": f"{seed.FILES} published files ({seed.MODELS} models x {seed.VERSIONS_PER_MODEL} "
             f"versions x {seed.FILES_PER_VERSION} files), {len(seed.KINDS)} hashes each, written directly "
@@ -669,9 +670,10 @@ def main() -> None:
 NOTES = [
     "The machine has 2 cores, shared with other work running at the same time (other helpers' test suites when "
     "this was recorded: see load_average_1m per phase), so figures move between runs, by a factor of 2 under load; "
-    "each baseline is measured in the same run for that reason. End-to-end runs (and the gRPC floor's) are each "
-    "paired with a baseline run made just before them, and their ratio is to those (paired_baseline_mb_per_s): "
-    "the baseline moved by up to half between phases of one run, and between runs.",
+    "each baseline is measured in the same run for that reason, just before what it is compared with: in each "
+    "local round right before the pipeline, and before each end-to-end run (and each of the gRPC floor's), whose "
+    "ratios are to those (paired_baseline_mb_per_s). Between runs the baseline moved from 1,083 to 1,621 MB/s; "
+    "within one run, a baseline measured away from its pair differed from the paired ones by a fifth.",
     "Upload, what is compared: the baseline reads the file and computes SHA256 alone, on one core. The pipeline "
     "does the catalog's storing work without transport: five hashes (SHA256 on a worker thread beside BLAKE3 and "
     "CRC32) and, at the same time, the write on a writer thread, and at the end fsync and rename; its halves are "

@@ -220,7 +220,9 @@ async def test_a_collection_round_stops_when_a_post_keeps_the_lock_past_the_wait
     posting = asyncio.create_task(post(gallery, BOB, image((53, 30))))
     await asyncio.wait_for(stored.wait(), 10)
 
+    started = time.monotonic()
     assert await gallery.collect_blobs(NOW) == []
+    assert time.monotonic() - started >= 0.2, "the round waited for the post before it stopped"
     assert gallery.blobs.exists(doomed.row.blob_sha256)
 
     commit.set()

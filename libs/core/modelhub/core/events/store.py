@@ -57,10 +57,9 @@ _READ_STREAM = text(
            CASE WHEN event_type = ANY(CAST(:bare AS text[])) THEN NULL ELSE payload END AS payload
     FROM events
     WHERE stream_id = :stream_id AND stream_version > :after
-      AND (event_type <> ALL(CAST(:latest_only AS text[]))
+      AND (CAST(:latest_only AS text) IS NULL OR event_type <> :latest_only
            OR stream_version = (SELECT max(stream_version) FROM events
-                                WHERE stream_id = :stream_id AND event_type = ANY(CAST(:latest_only AS text[])))
-           OR stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = :stream_id))
+                                WHERE stream_id = :stream_id AND event_type = :latest_only))
     ORDER BY stream_version
     """
 )
@@ -175,23 +174,24 @@ class EventStore:
         after_version: int = 0,
         *,
         without_payload: Collection[str] = (),
-        latest_only: Collection[str] = (),
+        latest_only: str | None = None,
     ) -> list[RecordedEvent]:
         """The stream's events after `after_version`, in stream order (one statement: one consistent read).
 
         Events of the types in `without_payload` come with an empty payload, their bytes neither sent nor decoded:
         for a caller that needs only their place in the stream (an aggregate folding its events skips the state
-        snapshots written beside them, each as large as the whole state). Of the types in `latest_only`, only the
-        stream's latest such event is returned: for state that each one replaces whole (counts published again
-        and again), which would otherwise make every read grow with the stream's age. The stream's last event is
-        always returned, so the last one read still gives the stream's version."""
+        snapshots written beside them, each as large as the whole state). Of the type `latest_only`, only the
+        stream's latest event is returned: for state that each one replaces whole (counts published again and
+        again), which would otherwise make every read grow with the stream's age. The stream's last event is
+        returned either way (it is of another type, or the latest of that one), so the last one read still gives
+        the stream's version."""
         result = await conn.execute(
             _READ_STREAM,
             {
                 "stream_id": stream_id,
                 "after": after_version,
                 "bare": list(without_payload),
-                "latest_only": list(latest_only),
+                "latest_only": latest_only,
             },
         )
         return [_record(row) for row in result.mappings()]

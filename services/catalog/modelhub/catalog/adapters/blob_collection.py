@@ -10,14 +10,15 @@ Writers hold a shared PostgreSQL advisory lock from before the rename until thei
 those two points.
 
 Why the collector waits for the lock (up to `lock_wait`) rather than trying it: under a steady stream of posts
-some writer nearly always holds the shared lock, and a collector that only tries would skip every round while
+some writer nearly always holds the shared lock, and a collector that only tried would skip every round while
 deleted bytes pile up. A waiting exclusive request is queued by PostgreSQL ahead of shared requests made after
-it, so the writers in flight finish, newer ones wait for the one batch (a reference query and its deletions),
-and the collector always gets its turn. A writer that holds the lock longer than `lock_wait` (a very large
-upload being fsynced) makes the round stop instead, so newer writers never wait longer than that.
+it, so the writers in flight finish and the collector gets its turn; the writers that arrive meanwhile wait
+with it, then for its batch (a reference query and its deletions). A writer that holds the lock longer than
+`lock_wait` (a completion fsyncing a very large upload) makes the round stop instead: the writers queued behind
+the collector then go on, having waited at most `lock_wait`.
 
 One lock per store rather than one for both: a writer to one store never renames onto the other's paths, so a
-shared lock would protect nothing more and would make each collection skip rounds for the other's writers.
+shared lock would protect nothing more and would make each collection wait for the other's writers too.
 
 Why an age (`older_than`): the lock covers a writer that is alive. Bytes stored by a writer that crashed before
 committing their reference are unreferenced, and the writer's retry may still want them (an upload's completion
@@ -51,8 +52,9 @@ IMAGE_BLOBS_LOCK: Final = "catalog:image-blobs"
 COLLECT_BATCH: Final = 1000
 """Blobs decided on (one reference query, deletions) per transaction under the exclusive lock."""
 WRITERS_AT_ONCE: Final = 4
-LOCK_WAIT: Final = timedelta(seconds=5)
-"""How long a collection batch waits for the writers holding the lock (newer writers wait behind it)."""
+LOCK_WAIT: Final = timedelta(seconds=1)
+"""How long a collection batch waits for the writers holding the lock, and so the longest that writers arriving
+meanwhile wait before its batch: far longer than a post holds it, shorter than a large upload's completion."""
 _SHA256_NAME: Final = re.compile(r"[0-9A-F]{64}")
 
 ReferenceQuery = Callable[[AsyncConnection, Sequence[str]], Awaitable[set[str]]]
@@ -141,10 +143,13 @@ class BlobCollector:
         return removed
 
     async def _lock_exclusively(self, conn: AsyncConnection) -> None:
-        """Take the lock for this transaction, waiting at most `lock_wait` (LockNotAvailable after that)."""
+        """Take the lock for this transaction, waiting at most `lock_wait` (LockNotAvailable after that); the
+        transaction's other statements keep the connection's own lock_timeout."""
         timeout = f"{max(1, round(self.lock_wait.total_seconds() * 1000))}ms"
+        own = (await conn.execute(text("SELECT current_setting('lock_timeout')"))).scalar_one()
         await conn.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": self.lock})
+        await conn.execute(text("SELECT set_config('lock_timeout', :own, true)"), {"own": own})
 
     def _delete(self, shas: list[str]) -> list[str]:
         return [sha for sha in shas if self.blobs.delete(sha)]

@@ -8,7 +8,6 @@ image's current counts (`save_image`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -34,9 +33,9 @@ class CommunityRepository:
         self.store = store
         self.projection = projection or CommunityProjection()
 
-    async def load(self, cls: type[A], stream_id: str, *, latest_only: Collection[str] = ()) -> A:
+    async def load(self, cls: type[A], stream_id: str, *, latest_only: str | None = None) -> A:
         """The aggregate folded from its stream (a new, non-existent one if the stream is empty); of the event
-        types in `latest_only`, each replacing the state the last one carried, only the latest is read."""
+        type `latest_only`, each event of which replaces the state the last one carried, only the latest is read."""
         aggregate = cls(stream_id)
         for recorded in await self.store.read_stream(self.conn, stream_id, latest_only=latest_only):
             payload = self.store.registry.decode(recorded.event_type, recorded.schema_version, recorded.payload)
@@ -50,7 +49,7 @@ class CommunityRepository:
         """An image folded from its events and its latest snapshot only: the snapshots' share of the aggregate is
         the counts, each replacing the last, and the stats job adds one whenever they change (a popular image's
         stream grows by one a minute), so reading them all would make every load grow with the image's age."""
-        return await self.load(Image, image_stream(image_id), latest_only=(IMAGE_SNAPSHOT,))
+        return await self.load(Image, image_stream(image_id), latest_only=IMAGE_SNAPSHOT)
 
     async def save(self, aggregate: CommunityAggregate, *, then: Message | None = None) -> list[RecordedEvent]:
         """Append the pending events (and `then`, a state-carrying payload, after them); no-op if none."""
