@@ -30,9 +30,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from modelhub.core import locks
 from modelhub.core.errors import FailedPrecondition
 from modelhub.search.adapters.mirror import INDEX_WRITES_LOCK, Mirror, MirrorRow
 from modelhub.search.domain.ports import SearchEngine, SearchIndex
@@ -45,10 +45,6 @@ REBUILD_LOCK = "search:rebuild"
 
 RowSource = Callable[[], AbstractAsyncContextManager[AsyncIterator[list[MirrorRow]]]]
 """Opens the catalog's stream for a replay: yields batches of mirror rows up to its last event."""
-
-_LOCK = text("SELECT pg_advisory_lock(hashtextextended(:name, 0))")
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(hashtextextended(:name, 0))")
-_UNLOCK = text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))")
 
 
 class RebuildRunning(FailedPrecondition):
@@ -72,17 +68,17 @@ async def session_lock(db: AsyncEngine, name: str, *, wait: bool) -> AsyncIterat
     (always True with `wait`). A connection whose unlock failed is closed, which releases the lock."""
     async with db.connect() as conn:
         if wait:
-            await conn.execute(_LOCK, {"name": name})
+            await locks.lock_session(conn, name)
             taken = True
         else:
-            taken = bool((await conn.execute(_TRY_LOCK, {"name": name})).scalar_one())
+            taken = await locks.try_lock_session(conn, name)
         await conn.commit()  # session-level lock: no transaction stays open while it is held
         try:
             yield taken
         finally:
             if taken:
                 try:
-                    await conn.execute(_UNLOCK, {"name": name})
+                    await locks.unlock_session(conn, name)
                     await conn.commit()
                 except Exception:
                     await conn.invalidate()

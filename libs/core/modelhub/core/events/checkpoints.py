@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from modelhub.core import locks
 from modelhub.core.events.model import START, GlobalPosition
 
 
 async def lock_reader(conn: AsyncConnection, name: str) -> None:
     """Serialize transactions of reader `name` (held until commit): two runs never apply the same batch."""
-    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
+    await locks.lock(conn, name)
 
 
 async def load_checkpoint(conn: AsyncConnection, name: str) -> GlobalPosition:

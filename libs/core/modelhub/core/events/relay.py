@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modelhub.core import locks
 from modelhub.core.events.checkpoints import load_checkpoint, lock_reader, save_checkpoint
 from modelhub.core.events.model import GlobalPosition, RecordedEvent
 from modelhub.core.events.store import EventStore
@@ -39,9 +40,6 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 EVENT_TYPE_HEADER = "Modelhub-Event-Type"
-
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(hashtextextended(:name, 0))")
-_UNLOCK = text("SELECT pg_advisory_unlock(hashtextextended(:name, 0))")
 
 
 @dataclass(frozen=True)
@@ -177,10 +175,9 @@ class OutboxRelay:
         while this one still publishes: harmless (JetStream drops repeated ids, checkpoints only move
         forward) and short-lived, since this relay's next database call fails too.
         """
-        key = {"name": self.checkpoint_name}
         async with self.engine.connect() as conn:
             while not stop.is_set():
-                acquired = (await conn.execute(_TRY_LOCK, key)).scalar_one()
+                acquired = await locks.try_lock_session(conn, self.checkpoint_name)
                 await conn.commit()  # no transaction stays open; the session lock stays
                 if acquired:
                     break
@@ -192,7 +189,7 @@ class OutboxRelay:
                 yield True
             finally:
                 with contextlib.suppress(Exception):
-                    await conn.execute(_UNLOCK, key)
+                    await locks.unlock_session(conn, self.checkpoint_name)
                     await conn.commit()
 
     async def _pump(self, stop: asyncio.Event) -> None:

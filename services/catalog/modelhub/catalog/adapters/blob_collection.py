@@ -44,6 +44,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelhub.catalog.files.blobstore import BlobStore
+from modelhub.core import locks
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class BlobCollector:
         end releases the lock, also on errors. A collection batch in progress, or waiting for the lock, makes it
         wait until the batch is done."""
         async with self._writers, self.engine.connect() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"), {"k": self.lock})
+            await locks.lock(conn, self.lock, shared=True)
             try:
                 yield
             finally:
@@ -148,7 +149,7 @@ class BlobCollector:
         timeout = f"{max(1, round(self.lock_wait.total_seconds() * 1000))}ms"
         own = (await conn.execute(text("SELECT current_setting('lock_timeout')"))).scalar_one()
         await conn.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": self.lock})
+        await locks.lock(conn, self.lock)
         await conn.execute(text("SELECT set_config('lock_timeout', :own, true)"), {"own": own})
 
     def _delete(self, shas: list[str]) -> list[str]:

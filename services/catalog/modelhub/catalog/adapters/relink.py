@@ -21,6 +21,8 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from modelhub.core import locks
+
 AUTO_V3: Final = "AutoV3"
 """The resource hash kind of A1111's 12-digit short hashes (images/generation.py)."""
 _LOCK_KEY: Final = "catalog:short-hash:{kind}:{hash}"
@@ -35,19 +37,13 @@ class Queued:
 
 async def lock_for_lookup(conn: AsyncConnection, hash_kind: str, value: str) -> None:
     """Before a post looks a resource's short hash up: a shared lock on it until the post's transaction ends."""
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"),
-        {"k": _LOCK_KEY.format(kind=hash_kind, hash=value)},
-    )
+    await locks.lock(conn, _LOCK_KEY.format(kind=hash_kind, hash=value), shared=True)
 
 
 async def enqueue(conn: AsyncConnection, hash_kind: str, value: str, at: datetime) -> None:
     """Queue a short hash that just became known (in the transaction recording it), after waiting for posts that
     are looking it up right now (their lock) to commit."""
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": _LOCK_KEY.format(kind=hash_kind, hash=value)},
-    )
+    await locks.lock(conn, _LOCK_KEY.format(kind=hash_kind, hash=value))
     await conn.execute(
         text(
             "INSERT INTO image_relink_queue (hash_kind, hash, queued_at) VALUES (:k, :h, :at) "

@@ -68,6 +68,7 @@ from modelhub.catalog.files.hashing import auto_v3_of
 from modelhub.catalog.files.inspection import inspect_blob
 from modelhub.catalog.handlers import Clock, utcnow
 from modelhub.catalog.handlers.models import ModelCatalog
+from modelhub.core import locks
 from modelhub.core.errors import (
     AlreadyExists,
     DomainError,
@@ -489,10 +490,7 @@ class FileCatalog:
         processes take turns (an advisory lock; a busy flusher makes the others skip the round)."""
         now = self.clock()
         async with self.engine.begin() as conn:
-            locked = await conn.execute(
-                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": FLUSH_LOCK}
-            )
-            if not locked.scalar_one():
+            if not await locks.try_lock(conn, FLUSH_LOCK):
                 return 0
             windows = await downloads.closed_windows(conn, now, limit)
             emitted: list[tuple[downloads.ClosedWindow, UUID]] = []

@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Final
 
 from psycopg import errors as pg_errors
-from sqlalchemy import exc, text
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from uuid_utils.compat import uuid7
 
@@ -54,6 +54,7 @@ from modelhub.catalog.domain.events import FileHash, License, ModelFile, Parent
 from modelhub.catalog.domain.model import Model, StaleVersion, can_see, model_not_found, version_not_found
 from modelhub.catalog.domain.vocabulary import DERIVATIVE_RELATIONS, ScanResult
 from modelhub.catalog.handlers import Clock, utcnow
+from modelhub.core import locks
 from modelhub.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -381,7 +382,7 @@ class ModelCatalog:
         resolved: list[Parent] = []
 
         async def lock_and_resolve(conn: AsyncConnection) -> None:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": LINEAGE_LOCK})
+            await locks.lock(conn, LINEAGE_LOCK)
             resolved.clear()
             resolved.extend(await self._resolve_parents(conn, actor, model_id, version_id, requests))
 

@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from modelhub.core import locks
 from modelhub.core.events.model import ReceivedEvent
 from modelhub.core.events.registry import EventRegistry
 from modelhub.events.v1 import catalog_pb2
@@ -158,7 +159,6 @@ def _put_sql(table: Table) -> str:
 
 
 _PUT = {table: text(_put_sql(table)) for table in Table}
-_LOCK_SHARED = text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:name, 0))")
 _HORIZON = text("SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text)")
 # A model's document reads two rows (snapshot, stats) that different events change. A writer first locks every
 # model it touches in mirror_model_locks, in id order, with one statement that inserts the rows of new models
@@ -215,7 +215,7 @@ class Mirror:
     @staticmethod
     async def lock_for_writing(conn: AsyncConnection) -> None:
         """Take the index-writes lock in shared mode until the transaction ends (waits while a rebuild swaps)."""
-        await conn.execute(_LOCK_SHARED, {"name": INDEX_WRITES_LOCK})
+        await locks.lock(conn, INDEX_WRITES_LOCK, shared=True)
 
     @staticmethod
     async def lock_models(conn: AsyncConnection, model_ids: Iterable[str]) -> None:
