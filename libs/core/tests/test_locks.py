@@ -8,16 +8,36 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelhub.core import locks
+from modelhub.devstack.waiting import wait_until
+
+_ADVISORY = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = :granted "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def advisory_locks(engine: AsyncEngine, *, granted: bool) -> int:
+    """Advisory locks of the test's database, held (`granted`) or waited for."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(_ADVISORY), {"granted": granted})).scalar_one())
+
+
+async def waiters(engine: AsyncEngine, count: int) -> bool:
+    return await advisory_locks(engine, granted=False) == count
 
 
 async def test_an_exclusive_lock_excludes_others_until_the_transaction_ends(engine: AsyncEngine) -> None:
-    async with engine.connect() as other:
+    async with engine.connect() as other, engine.connect() as third:
         async with engine.begin() as conn:
             await locks.lock(conn, "jobs:flush")
             assert not await locks.try_lock(other, "jobs:flush")
             await other.rollback()
             assert await locks.try_lock(other, "jobs:other"), "another name is another lock"
+            assert not await locks.try_lock(third, "jobs:other")
+            await third.rollback()
             await other.rollback()
+            assert await locks.try_lock(third, "jobs:other"), "a lock taken by try_lock ends with its transaction"
+            await third.rollback()
         assert await locks.try_lock(other, "jobs:flush"), "released at commit"
         await other.rollback()
 
@@ -33,11 +53,10 @@ async def test_shared_holders_exclude_only_exclusive_ones_and_a_waiting_exclusiv
         await second.rollback()
 
         exclusive = asyncio.create_task(locks.lock(third, "store:blobs"))
-        await asyncio.sleep(0.2)
-        assert not exclusive.done(), "waits for the shared holder"
+        await wait_until(lambda: waiters(engine, 1), 10, "the exclusive request to wait for the shared holder")
         newer_shared = asyncio.create_task(locks.lock(second, "store:blobs", shared=True))
-        await asyncio.sleep(0.2)
-        assert not newer_shared.done(), "a shared request made after the waiting exclusive one queues behind it"
+        await wait_until(lambda: waiters(engine, 2), 10, "the newer shared request to queue behind it")
+        assert not exclusive.done() and not newer_shared.done()
 
         await first.rollback()
         await asyncio.wait_for(exclusive, 10)
@@ -63,12 +82,6 @@ async def test_a_session_lock_outlives_transactions_until_unlocked_or_the_connec
             await locks.lock_session(conn, "relay:catalog")
             await conn.commit()
             assert not await locks.try_lock_session(other, "relay:catalog")
-            await conn.invalidate()  # the connection ends: its session locks with it
-        assert await locks.try_lock_session(other, "relay:catalog")
-        held = await other.execute(
-            text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-        )
-        assert held.scalar_one() == 1
+            await conn.invalidate()  # the connection ends: its session locks with it (once its server exits)
+        await asyncio.wait_for(locks.lock_session(other, "relay:catalog"), 10)
+        assert await advisory_locks(engine, granted=True) == 1

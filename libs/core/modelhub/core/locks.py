@@ -27,23 +27,25 @@ _UNLOCK_SESSION: Final = text(f"SELECT pg_advisory_unlock({_KEY})")
 
 async def lock(conn: AsyncConnection, name: str, *, shared: bool = False) -> None:
     """Wait for the lock `name` and hold it until the transaction ends; `shared` holders exclude only exclusive
-    ones. A waiting exclusive request is queued ahead of shared requests made after it."""
+    ones. A waiting exclusive request is queued ahead of shared requests made after it by others."""
     await conn.execute(_LOCK_SHARED if shared else _LOCK, {"name": name})
 
 
 async def try_lock(conn: AsyncConnection, name: str) -> bool:
-    """Take the lock `name` exclusively until the transaction ends if nobody holds it; False (nothing held) if
-    somebody does."""
+    """Take the lock `name` exclusively until the transaction ends if nobody else holds it; False (nothing held)
+    if somebody does."""
     return bool((await conn.execute(_TRY_LOCK, {"name": name})).scalar_one())
 
 
 async def lock_session(conn: AsyncConnection, name: str) -> None:
-    """Wait for the lock `name` and hold it on this connection until `unlock_session` (or the connection ends)."""
+    """Wait for the lock `name` and hold it on this connection until `unlock_session` (or the connection ends).
+    Taken twice, it needs two unlocks."""
     await conn.execute(_LOCK_SESSION, {"name": name})
 
 
 async def try_lock_session(conn: AsyncConnection, name: str) -> bool:
-    """Take the lock `name` on this connection until `unlock_session` if nobody holds it; False if somebody does."""
+    """Take the lock `name` on this connection until `unlock_session` if nobody else holds it; False if somebody
+    does. Taken twice, it needs two unlocks."""
     return bool((await conn.execute(_TRY_LOCK_SESSION, {"name": name})).scalar_one())
 
 
