@@ -1,6 +1,6 @@
-"""Download counting over a real server and database: what counts, aggregation per version and window,
-catalog.DownloadsCounted exactly once per closed window (also with racing flushers and late downloads),
-and the events published to JetStream once."""
+"""Download counting over a real server and database: what counts (a signed-in user's downloads of a version
+once a day), aggregation per version and window, catalog.DownloadsCounted exactly once per closed window (also
+with racing flushers and late downloads), and the events published to JetStream once."""
 
 from __future__ import annotations
 
@@ -93,6 +93,44 @@ async def test_whole_downloads_by_others_count_and_a_closed_window_is_emitted_on
     assert event.window_end.ToSeconds() - event.window_start.ToSeconds() == WINDOW
 
 
+async def test_a_signed_in_users_downloads_of_a_version_count_once_a_day(
+    files_stub: FileServiceStub,
+    files: FileCatalog,
+    engine: AsyncEngine,
+    clock: FakeClock,
+    public_file: tuple[str, str, str],
+) -> None:
+    """A download started over, or fetched again by a script, is not another downloader: the counts rank models
+    (Most Downloaded) and pay creators. Anonymous downloads cannot be told apart and each counts."""
+    _, _, file_id = public_file
+
+    async def counted() -> int:
+        return sum(count for _, count, _ in await counts(engine))
+
+    await asyncio.gather(*(download(files_stub, file_id, metadata=BOB_MD) for _ in range(3)))
+    await download(files_stub, file_id, metadata=BOB_MD)
+    assert await counted() == 1
+    await download(files_stub, file_id, metadata=auth("carol"))
+    await download(files_stub, file_id)
+    await download(files_stub, file_id)
+    assert await counted() == 4
+
+    clock.advance(days=1)
+    await download(files_stub, file_id, metadata=BOB_MD)
+    assert await counted() == 5, "a new day, a new count"
+    async with engine.connect() as conn:
+        claims = await conn.execute(text("SELECT user_id, day FROM download_claims ORDER BY day, user_id"))
+        assert [(user, day.isoformat()) for user, day in claims] == [
+            ("bob", "2026-01-01"),
+            ("carol", "2026-01-01"),
+            ("bob", "2026-01-02"),
+        ]
+    await files.clean_up()
+    async with engine.connect() as conn:
+        left = await conn.execute(text("SELECT user_id, day FROM download_claims"))
+        assert [(user, day.isoformat()) for user, day in left] == [("bob", "2026-01-02")], "past days are pruned"
+
+
 async def test_a_download_dated_in_an_emitted_window_counts_in_the_next_one(
     files_stub: FileServiceStub,
     files: FileCatalog,
@@ -108,7 +146,7 @@ async def test_a_download_dated_in_an_emitted_window_counts_in_the_next_one(
     clock.advance(seconds=WINDOW)
     assert await files.flush_download_counts() == 1
     clock.advance(seconds=-WINDOW)  # the lagging clock
-    await download(files_stub, file_id, metadata=BOB_MD)
+    await download(files_stub, file_id, metadata=auth("carol"))
     rows = await counts(engine)
     assert [(count, sent) for _, count, sent in rows] == [(1, True), (1, False)]
     assert (rows[1][0] - rows[0][0]) == timedelta(seconds=WINDOW)
@@ -143,8 +181,8 @@ async def test_download_counts_are_published_once(
     unique_name: str,
 ) -> None:
     _, version_id, file_id = public_file
-    for _ in range(3):
-        await download(files_stub, file_id, metadata=BOB_MD)
+    for i in range(3):
+        await download(files_stub, file_id, metadata=auth(f"user-{i}"))
     clock.advance(seconds=WINDOW)
     await files.flush_download_counts()
     producer = unique_name.lower()

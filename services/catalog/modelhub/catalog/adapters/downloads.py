@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -216,6 +216,31 @@ async def count_download(
         },
     )
     return result.first() is not None
+
+
+async def claim_download(conn: AsyncConnection, model_version_id: str, user_id: str, day: date) -> bool:
+    """Record that `user_id`'s download of the version counts on `day`; False when one already did. Two racing
+    claims: the second waits for the first's transaction, then finds its row (or, if it rolled back, claims)."""
+    result = await conn.execute(
+        text(
+            "INSERT INTO download_claims (model_version_id, user_id, day) VALUES (:version_id, :user_id, :day) "
+            "ON CONFLICT DO NOTHING RETURNING 1"
+        ),
+        {"version_id": model_version_id, "user_id": user_id, "day": day},
+    )
+    return result.first() is not None
+
+
+async def prune_claims(conn: AsyncConnection, before: date, limit: int = 10_000) -> int:
+    """Delete up to `limit` claims of days before `before` (only today's decide anything); returns how many."""
+    result = await conn.execute(
+        text(
+            "DELETE FROM download_claims WHERE (model_version_id, user_id, day) IN "
+            "(SELECT model_version_id, user_id, day FROM download_claims WHERE day < :before LIMIT :limit)"
+        ),
+        {"before": before, "limit": limit},
+    )
+    return result.rowcount
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 What counts as a download: a DownloadFile that starts at byte 0 and asks for the whole file, by anyone but
 the model's owner (a creator's own downloads earn nothing in the ledger's reward rules). A resumed download
 (offset > 0) or a ranged read (a length short of the end) is the same download going on, or a tool peeking at
-a header: not counted. Counts are kept per version per window of a fixed length aligned to the epoch, and a
+a header: not counted. A signed-in user's downloads of one version count once per UTC day (`download_day`):
+a download started over, or fetched again by a script, is not another downloader, and the counts feed the
+Most Downloaded sort and the creator's rewards. Anonymous downloads have no identity to tell apart: each
+counts. Counts are kept per version per window of a fixed length aligned to the epoch, and a
 window becomes one catalog.DownloadsCounted after it closed (never one event per download).
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from modelhub.catalog.domain.commands import Violations
@@ -73,6 +76,11 @@ def counts_as_download(offset: int, length: int, size: int, caller_id: str | Non
     """Whether a download request counts (see the module docstring)."""
     whole = offset == 0 and (length == 0 or length >= size)
     return whole and caller_id != owner_id
+
+
+def download_day(now: datetime) -> date:
+    """The UTC day within which one user's downloads of a version count once."""
+    return now.astimezone(UTC).date()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ Write paths, and what a crash, a retry or a race does to each (docs/catalog.md, 
   client's cancellation, so a client that drops the connection after its last chunk does not interrupt it.
 - Download counting: one upsert per counted download, committed before the first byte is sent (a crash
   loses no counted download, and nothing is counted twice: the count is not retried, a client retry is a
-  new download). The flusher appends catalog.DownloadsCounted for each closed window and marks the window
+  new download; a signed-in user's claim of the day is in the same transaction, so a retry of theirs the same
+  day counts nothing more). The flusher appends catalog.DownloadsCounted for each closed window and marks the window
   emitted in one transaction, so each window is reported exactly once; a download counted into a window
   that was emitted meanwhile goes into the next window.
 - Scanner: scans files whose scan result is Pending and records the verdict through the aggregate. A crash
@@ -31,9 +32,9 @@ Write paths, and what a crash, a retry or a race does to each (docs/catalog.md, 
   commit leaves the file pending and it is hashed again (same bytes, same value); two jobs may hash one file
   twice, and the second records nothing. Publication never waits for it.
 - Cleanup: expires sessions idle longer than the session lifetime (and deletes their bytes), removes part
-  files no session owns, and deletes blobs that no file and no open session references, under the blob
-  lock that completions hold (adapters/blob_collection.py) so that it never deletes bytes a completion is
-  about to reference.
+  files no session owns, deletes past days' download claims, and deletes blobs that no file and no open
+  session references, under the blob lock that completions hold (adapters/blob_collection.py) so that it
+  never deletes bytes a completion is about to reference.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from modelhub.catalog.adapters.blobs import inspect_upload
 from modelhub.catalog.adapters.events import timestamp
 from modelhub.catalog.adapters.repository import ModelRepository
 from modelhub.catalog.domain.commands import Actor
-from modelhub.catalog.domain.downloads import HashQuery, counts_as_download, window_of
+from modelhub.catalog.domain.downloads import HashQuery, counts_as_download, download_day, window_of
 from modelhub.catalog.domain.events import FileHash, ModelFile
 from modelhub.catalog.domain.model import MAX_FILES_PER_VERSION, Model, Version, can_see, version_not_found
 from modelhub.catalog.domain.uploads import UploadRequest, UploadSession, UploadStatus, upload_not_found
@@ -411,15 +412,21 @@ class FileCatalog:
         handle = await asyncio.to_thread(self.blobs.open_blob, file.blob_sha256)
         try:
             if counts_as_download(offset, length, file.size_bytes, actor.id if actor else None, record.owner_id):
-                await self._count(record)
+                await self._count(record, actor.id if actor else None)
         except BaseException:
             handle.close()
             raise
         return Download(record, offset, span, handle)
 
-    async def _count(self, record: downloads.FileRecord) -> None:
-        window = window_of(self.clock(), self.download_window_seconds)
+    async def _count(self, record: downloads.FileRecord, downloader: str | None) -> None:
+        """Count one download of the record's version, unless `downloader` (signed in) had one counted today."""
+        now = self.clock()
+        window = window_of(now, self.download_window_seconds)
         async with self.engine.begin() as conn:
+            if downloader is not None and not await downloads.claim_download(
+                conn, record.model_version_id, downloader, download_day(now)
+            ):
+                return
             for _ in range(MAX_WINDOW_HOPS):
                 if await downloads.count_download(
                     conn, record.model_version_id, record.model_id, record.owner_id, window
@@ -533,12 +540,15 @@ class FileCatalog:
             keep = await uploads.open_ids(conn)
         removed = await asyncio.to_thread(self.blobs.cleanup, ttl, keep)
         collected = await self.collect_blobs(ttl)
-        if expired or removed or collected:
+        async with self.engine.begin() as conn:
+            pruned = await downloads.prune_claims(conn, download_day(self.clock()))
+        if expired or removed or collected or pruned:
             log.info(
-                "cleanup: %d sessions expired, %d parts removed, %d blobs collected",
+                "cleanup: %d sessions expired, %d parts removed, %d blobs collected, %d past download claims pruned",
                 len(expired),
                 len(removed),
                 len(collected),
+                pruned,
             )
         return len(expired) if len(expired) == EXPIRE_BATCH else 0
 
