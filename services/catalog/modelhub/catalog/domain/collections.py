@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from modelhub.catalog.domain.commands import Actor
 from modelhub.catalog.domain.community_base import CommunityAggregate, ItemStatus, SubjectKind
@@ -20,7 +20,8 @@ from modelhub.catalog.domain.community_events import (
 from modelhub.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 MAX_ITEMS: Final = 1000
-"""Items per collection (every change of a collection reads its whole stream)."""
+"""Items per collection (each change holds them all in memory, and its events are read since the last saved
+state)."""
 
 
 class Visibility(StrEnum):
@@ -33,8 +34,13 @@ def collection_stream(collection_id: str) -> str:
     return f"collection-{collection_id}"
 
 
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 class Collection(CommunityAggregate):
     kind = "collection"
+    STATE_SCHEMA = 1
 
     def __init__(self, stream_id: str) -> None:
         super().__init__(stream_id)
@@ -53,6 +59,33 @@ class Collection(CommunityAggregate):
     @property
     def public(self) -> bool:
         return self.status == ItemStatus.ACTIVE and self.visibility != Visibility.PRIVATE
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "exists": self.exists,
+            "id": self.id,
+            "owner_id": self.owner_id,
+            "owner_name": self.owner_name,
+            "name": self.name,
+            "description": self.description,
+            "visibility": self.visibility.value,
+            "item_kind": self.item_kind.value,
+            "status": self.status.value,
+            "items": [[item_id, at.isoformat()] for item_id, at in self.items.items()],
+            "request_id": self.request_id,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.exists, self.id, self.owner_id = state["exists"], state["id"], state["owner_id"]
+        self.owner_name, self.name, self.description = state["owner_name"], state["name"], state["description"]
+        self.visibility, self.item_kind = Visibility(state["visibility"]), SubjectKind(state["item_kind"])
+        self.status = ItemStatus(state["status"])
+        self.items = {item_id: datetime.fromisoformat(at) for item_id, at in state["items"]}
+        self.request_id = state["request_id"]
+        self.created_at = _time(state["created_at"])
+        self.updated_at = _time(state["updated_at"])
 
     def apply(self, event: object) -> None:
         match event:

@@ -54,6 +54,10 @@ class CommunityAggregate:
 
     kind: str = "item"
     """Name in messages ("image", "review", ...)."""
+    STATE_SCHEMA: int | None = None
+    """Set by an aggregate whose state may be saved (`state`, `restore`) so that loading it reads only the events
+    after the saved one: its streams grow long. Changing its fields changes the number, and older saved states
+    are ignored."""
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -65,6 +69,14 @@ class CommunityAggregate:
         self.owner_id = ""
 
     def apply(self, event: Any) -> None:  # pragma: no cover - every aggregate overrides it
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:  # pragma: no cover - aggregates with a STATE_SCHEMA override it
+        """Everything `apply` has built, as JSON values (the version aside)."""
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, Any]) -> None:  # pragma: no cover - aggregates with a STATE_SCHEMA override it
+        """Become the aggregate that `state` describes."""
         raise NotImplementedError
 
     def record(self, event: Any) -> None:
