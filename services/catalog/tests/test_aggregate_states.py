@@ -4,6 +4,8 @@ load folds to the same collection as the whole stream, and a state commits with 
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from modelhub.catalog.domain.community_base import SubjectKind
 from modelhub.catalog.entrypoints.grpc_community import Community
 
 from .community_helpers import model_with
-from .model_helpers import ALICE
+from .model_helpers import ALICE, MOD
 
 MODEL = SubjectKind.MODEL
 
@@ -106,3 +108,25 @@ async def test_a_saved_state_commits_with_its_events_or_not_at_all(catalog: Cata
     loaded, *saved = seen
     assert saved == [loaded + STATE_EVERY] * 2, "saved with the events, in their transaction"
     assert await saved_state(catalog, stream) == before
+
+
+def test_every_field_a_collection_folds_survives_its_saved_state() -> None:
+    """Restored from its state (through JSON, as the table keeps it), a collection equals the one folded."""
+    at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    folded = Collection.create(
+        "c1", ALICE, "Best", "the best ones", Visibility.UNLISTED, SubjectKind.IMAGE, "req-7", at
+    )
+    folded.add_item(ALICE, SubjectKind.IMAGE, "i2", at + timedelta(seconds=1))
+    folded.add_item(ALICE, SubjectKind.IMAGE, "i1", at + timedelta(seconds=2))
+    folded.update(ALICE, "Better", None, Visibility.PUBLIC, at + timedelta(seconds=3))
+    folded.delete(MOD, at + timedelta(seconds=4))
+    restored = Collection(folded.stream_id)
+    restored.restore(json.loads(json.dumps(folded.state())))
+    restored.pending = folded.pending
+    assert vars(restored) == vars(folded)
+    assert list(restored.items) == ["i2", "i1"] and restored.status.value == "Deleted"
+
+    empty = Collection("collection-none")
+    again = Collection(empty.stream_id)
+    again.restore(json.loads(json.dumps(empty.state())))
+    assert vars(again) == vars(empty), "a collection never created (no times) too"

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from modelhub.catalog.adapters.events import make_registry
 from modelhub.catalog.bootstrap import Catalog
 from modelhub.catalog.config import CatalogSettings
+from modelhub.catalog.handlers import files as files_module
 from modelhub.catalog.handlers.files import FileCatalog, downloads_stream
 from modelhub.catalog.v1.files_pb2_grpc import FileServiceStub
 from modelhub.core.events.relay import OutboxRelay
@@ -128,7 +129,16 @@ async def test_a_signed_in_users_downloads_of_a_version_count_once_a_day(
     await files.clean_up()
     async with engine.connect() as conn:
         left = await conn.execute(text("SELECT user_id, day FROM download_claims"))
-        assert [(user, day.isoformat()) for user, day in left] == [("bob", "2026-01-02")], "past days are pruned"
+        assert [(user, day.isoformat()) for user, day in left] == [
+            ("bob", "2026-01-01"),
+            ("carol", "2026-01-01"),
+            ("bob", "2026-01-02"),
+        ], "yesterday's are kept: a replica's clock may lag"
+    clock.advance(days=1)
+    await files.clean_up()
+    async with engine.connect() as conn:
+        left = await conn.execute(text("SELECT user_id, day FROM download_claims ORDER BY user_id"))
+        assert [(user, day.isoformat()) for user, day in left] == [("bob", "2026-01-02")], "older days are pruned"
 
 
 async def test_a_download_dated_in_an_emitted_window_counts_in_the_next_one(
@@ -153,6 +163,36 @@ async def test_a_download_dated_in_an_emitted_window_counts_in_the_next_one(
     clock.advance(seconds=2 * WINDOW)
     assert await files.flush_download_counts() == 1
     assert [e.count for e in await emitted(catalog, engine, version_id)] == [1, 1]
+
+
+async def test_a_download_that_finds_no_window_to_count_in_keeps_no_claim(
+    files_stub: FileServiceStub,
+    files: FileCatalog,
+    engine: AsyncEngine,
+    clock: FakeClock,
+    public_file: tuple[str, str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claim and count commit together: a download counted nowhere (every window it may go into was emitted)
+    leaves no claim behind, so the user's next download that day counts."""
+    _, _, file_id = public_file
+    await download(files_stub, file_id, metadata=BOB_MD)
+    clock.advance(seconds=WINDOW)
+    assert await files.flush_download_counts() == 1
+    clock.advance(seconds=-WINDOW)  # a lagging clock, and no window ahead allowed
+    monkeypatch.setattr(files_module, "MAX_WINDOW_HOPS", 1)
+    await download(files_stub, file_id, metadata=auth("carol"))
+
+    async def claims() -> list[str]:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text("SELECT user_id FROM download_claims ORDER BY user_id"))).scalars())
+
+    assert await claims() == ["bob"]
+    assert [count for _, count, _ in await counts(engine)] == [1]
+    monkeypatch.setattr(files_module, "MAX_WINDOW_HOPS", 100)
+    await download(files_stub, file_id, metadata=auth("carol"))
+    assert await claims() == ["bob", "carol"]
+    assert [count for _, count, _ in await counts(engine)] == [1, 1]
 
 
 async def test_downloads_of_hidden_or_unknown_files_are_refused_and_not_counted(

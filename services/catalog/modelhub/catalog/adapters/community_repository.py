@@ -38,7 +38,7 @@ _SAVE_STATE = text(
     INSERT INTO aggregate_states AS a (stream_id, version, schema, state)
     VALUES (:stream_id, :version, :schema, CAST(:state AS jsonb))
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, schema = excluded.schema, state = excluded.state
-    WHERE excluded.version > a.version OR excluded.schema <> a.schema
+    WHERE excluded.schema > a.schema OR (excluded.schema = a.schema AND excluded.version > a.version)
     """
 )
 

@@ -32,7 +32,7 @@ Write paths, and what a crash, a retry or a race does to each (docs/catalog.md, 
   commit leaves the file pending and it is hashed again (same bytes, same value); two jobs may hash one file
   twice, and the second records nothing. Publication never waits for it.
 - Cleanup: expires sessions idle longer than the session lifetime (and deletes their bytes), removes part
-  files no session owns, deletes past days' download claims, and deletes blobs that no file and no open
+  files no session owns, deletes download claims older than yesterday, and deletes blobs that no file and no open
   session references, under the blob lock that completions hold (adapters/blob_collection.py) so that it
   never deletes bytes a completion is about to reference.
 """
@@ -93,6 +93,10 @@ SCAN_BATCH: Final = 20
 AUTO_V3_BATCH: Final = 20
 FLUSH_BATCH: Final = 500
 EXPIRE_BATCH: Final = 1000
+
+
+class _NotCounted(Exception):
+    """Every window a download could go into was emitted already: its transaction rolls back."""
 
 
 def downloads_stream(model_version_id: str) -> str:
@@ -422,20 +426,25 @@ class FileCatalog:
         """Count one download of the record's version, unless `downloader` (signed in) had one counted today."""
         now = self.clock()
         window = window_of(now, self.download_window_seconds)
-        async with self.engine.begin() as conn:
-            if downloader is not None and not await downloads.claim_download(
-                conn, record.model_version_id, downloader, download_day(now)
-            ):
-                return
-            for _ in range(MAX_WINDOW_HOPS):
-                if await downloads.count_download(
-                    conn, record.model_version_id, record.model_id, record.owner_id, window
+        try:
+            async with self.engine.begin() as conn:
+                if downloader is not None and not await downloads.claim_download(
+                    conn, record.model_version_id, downloader, download_day(now)
                 ):
                     return
-                window = window.next()
-        log.error(
-            "download of version %s not counted: %d windows ahead are emitted", record.model_version_id, MAX_WINDOW_HOPS
-        )
+                for _ in range(MAX_WINDOW_HOPS):
+                    if await downloads.count_download(
+                        conn, record.model_version_id, record.model_id, record.owner_id, window
+                    ):
+                        return
+                    window = window.next()
+                raise _NotCounted  # rolls the claim back with the count that did not happen
+        except _NotCounted:
+            log.error(
+                "download of version %s not counted: %d windows ahead are emitted",
+                record.model_version_id,
+                MAX_WINDOW_HOPS,
+            )
 
     async def file_by_hash(self, actor: Actor | None, query: HashQuery) -> downloads.FileRecord:
         """The file a hash designates among those the caller may see (one indexed query, on the hot reads' pool)."""
@@ -529,7 +538,8 @@ class FileCatalog:
 
     async def clean_up(self, *, older_than: timedelta | None = None) -> int:
         """Expire idle sessions (deleting their bytes), remove part files no open session owns, and collect
-        unreferenced blobs, all idle for `older_than` (default: the session lifetime). Returns the number of
+        unreferenced blobs, all idle for `older_than` (default: the session lifetime); prune the download claims
+        of days before yesterday (a replica whose clock lags may still count yesterday). Returns the number of
         sessions expired when a batch was full (so the job runs again at once), else 0."""
         ttl = self.session_ttl if older_than is None else older_than
         async with self.engine.begin() as conn:
@@ -541,7 +551,7 @@ class FileCatalog:
         removed = await asyncio.to_thread(self.blobs.cleanup, ttl, keep)
         collected = await self.collect_blobs(ttl)
         async with self.engine.begin() as conn:
-            pruned = await downloads.prune_claims(conn, download_day(self.clock()))
+            pruned = await downloads.prune_claims(conn, download_day(self.clock()) - timedelta(days=1))
         if expired or removed or collected or pruned:
             log.info(
                 "cleanup: %d sessions expired, %d parts removed, %d blobs collected, %d past download claims pruned",

@@ -2,7 +2,7 @@
 repeated downloads of a version count once a day (domain/downloads.py).
 
 One row per (version, user, UTC day), written in the transaction that counts the download; the cleanup job
-deletes the rows of past days (`download_claims_by_day`).
+deletes the rows of days before yesterday (`download_claims_by_day`).
 
 The catalog's revisions form one fixed chain: catalog_0001 (models) <- catalog_0002 (files) <- catalog_0003
 (community) <- catalog_0004 (AutoV3) <- catalog_0005 (image blobs) <- catalog_0006 (this).
