@@ -511,6 +511,17 @@ def prefetching_consumer(engine: AsyncEngine, nc: Client, producer: str, handler
     )
 
 
+async def each_applied_once_by(consumer: IdempotentConsumer, engine: AsyncEngine, ids: list[uuid.UUID]) -> None:
+    """Run `consumer` until every event of `ids` has had its effect; each exactly once."""
+    async with running(consumer):
+
+        async def all_applied() -> bool:
+            return len(await effects(engine)) == len(ids)
+
+        await wait_until(all_applied, 15, f"all {len(ids)} events applied by the next consumer")
+    assert await effects(engine) == dict.fromkeys(ids, 1)
+
+
 async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_prefetched_batch_at_stop(
     prepared: AsyncEngine, nats_url: str, unique_name: str
 ) -> None:
@@ -541,13 +552,7 @@ async def test_a_prefetching_consumer_applies_a_backlog_once_and_gives_back_its_
             gate.set()  # the held batch commits; the prefetched one is given back unapplied
         assert len(await effects(prepared)) == 100
         second = consumer(record_effect)
-        async with running(second):
-
-            async def all_applied() -> bool:
-                return len(await effects(prepared)) == 350
-
-            await wait_until(all_applied, 15, "every event applied")
-        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        await each_applied_once_by(second, prepared, ids)
         await wait_all_acknowledged(nc, events_stream_name(producer), second.name)
     finally:
         await nc.close()
@@ -593,14 +598,7 @@ async def test_a_stop_while_the_prefetch_pull_is_still_under_way_gives_back_what
             stop.set()
             gate.set()  # the held batch commits; the prefetched one, still being pulled, is waited for and nak'ed
         assert len(await effects(prepared)) == 100
-        second = consumer(record_effect)
-        async with running(second):
-
-            async def all_applied() -> bool:
-                return len(await effects(prepared)) == 200
-
-            await wait_until(all_applied, 15, "the prefetched batch applied by the next consumer")
-        assert await effects(prepared) == dict.fromkeys(ids, 1)
+        await each_applied_once_by(consumer(record_effect), prepared, ids)
     finally:
         await nc.close()
 
