@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -85,3 +87,18 @@ async def test_a_session_lock_outlives_transactions_until_unlocked_or_the_connec
             await conn.invalidate()  # the connection ends: its session locks with it (once its server exits)
         await asyncio.wait_for(locks.lock_session(other, "relay:catalog"), 10)
         assert await advisory_locks(engine, granted=True) == 1
+
+
+async def test_a_bounded_wait_gives_up_with_lock_timeout_and_leaves_the_connections_own_timeout(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as holder, engine.connect() as conn:
+        await locks.lock(holder, "store:blobs", shared=True)
+        with pytest.raises(locks.LockTimeout, match="store:blobs"):
+            await locks.lock(conn, "store:blobs", wait=timedelta(milliseconds=100))
+        await conn.rollback()
+        await conn.execute(text("SET lock_timeout = '7s'"))
+        await locks.lock(conn, "store:other", wait=timedelta(milliseconds=100))
+        assert (await conn.execute(text("SELECT current_setting('lock_timeout')"))).scalar_one() == "7s"
+        await conn.rollback()
+        await holder.rollback()

@@ -11,9 +11,12 @@ and nothing would say so.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _KEY: Final = "hashtextextended(:name, 0)"
@@ -23,12 +26,33 @@ _TRY_LOCK: Final = text(f"SELECT pg_try_advisory_xact_lock({_KEY})")
 _LOCK_SESSION: Final = text(f"SELECT pg_advisory_lock({_KEY})")
 _TRY_LOCK_SESSION: Final = text(f"SELECT pg_try_advisory_lock({_KEY})")
 _UNLOCK_SESSION: Final = text(f"SELECT pg_advisory_unlock({_KEY})")
+_LOCK_TIMEOUT: Final = text("SELECT current_setting('lock_timeout')")
+_SET_LOCK_TIMEOUT: Final = text("SELECT set_config('lock_timeout', :timeout, true)")
 
 
-async def lock(conn: AsyncConnection, name: str, *, shared: bool = False) -> None:
+class LockTimeout(Exception):
+    """The lock was not granted within the wait given; the caller's transaction is aborted and must end."""
+
+
+async def lock(conn: AsyncConnection, name: str, *, shared: bool = False, wait: timedelta | None = None) -> None:
     """Wait for the lock `name` and hold it until the transaction ends; `shared` holders exclude only exclusive
-    ones. A waiting exclusive request is queued ahead of shared requests made after it by others."""
-    await conn.execute(_LOCK_SHARED if shared else _LOCK, {"name": name})
+    ones. A waiting exclusive request is queued ahead of shared requests made after it by others.
+
+    With `wait`, give up after that long (LockTimeout); the transaction's other statements keep the
+    connection's own lock_timeout."""
+    statement = _LOCK_SHARED if shared else _LOCK
+    if wait is None:
+        await conn.execute(statement, {"name": name})
+        return
+    own = (await conn.execute(_LOCK_TIMEOUT)).scalar_one()
+    await conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{max(1, round(wait.total_seconds() * 1000))}ms"})
+    try:
+        await conn.execute(statement, {"name": name})
+    except OperationalError as error:
+        if isinstance(error.orig, LockNotAvailable):
+            raise LockTimeout(f"lock {name!r} not granted within {wait}") from error
+        raise
+    await conn.execute(_SET_LOCK_TIMEOUT, {"timeout": own})
 
 
 async def try_lock(conn: AsyncConnection, name: str) -> bool:

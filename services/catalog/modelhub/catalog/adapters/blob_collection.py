@@ -38,9 +38,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Final
 
-from psycopg.errors import LockNotAvailable
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from modelhub.catalog.files.blobstore import BlobStore
@@ -129,12 +126,10 @@ class BlobCollector:
             batch = candidates[start : start + COLLECT_BATCH]
             try:
                 async with self.engine.begin() as conn:
-                    await self._lock_exclusively(conn)
+                    await locks.lock(conn, self.lock, wait=self.lock_wait)
                     referenced = await self.referenced(conn, batch)
                     removed += await asyncio.to_thread(self._delete, [sha for sha in batch if sha not in referenced])
-            except OperationalError as error:
-                if not isinstance(error.orig, LockNotAvailable):
-                    raise
+            except locks.LockTimeout:
                 log.info(
                     "blob collection (%s) stops for this round: a writer held the lock for over %s",
                     self.lock,
@@ -142,15 +137,6 @@ class BlobCollector:
                 )
                 return removed
         return removed
-
-    async def _lock_exclusively(self, conn: AsyncConnection) -> None:
-        """Take the lock for this transaction, waiting at most `lock_wait` (LockNotAvailable after that); the
-        transaction's other statements keep the connection's own lock_timeout."""
-        timeout = f"{max(1, round(self.lock_wait.total_seconds() * 1000))}ms"
-        own = (await conn.execute(text("SELECT current_setting('lock_timeout')"))).scalar_one()
-        await conn.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
-        await locks.lock(conn, self.lock)
-        await conn.execute(text("SELECT set_config('lock_timeout', :own, true)"), {"own": own})
 
     def _delete(self, shas: list[str]) -> list[str]:
         return [sha for sha in shas if self.blobs.delete(sha)]
